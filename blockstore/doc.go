@@ -1,0 +1,55 @@
+// Package blockstore is dstore's durable, deduplicating, compressing block
+// store: every file's data lives here as a volume, a sparse array of
+// fixed-size blocks presented as a writable top layer over a chain of frozen
+// layers.
+//
+// # Vocabulary
+//
+//   - Block: a fixed-size, aligned piece of a volume (the datastore's block
+//     size, fixed at init). Block N covers bytes [N*B, (N+1)*B).
+//   - Fingerprint: keyed BLAKE3-256 of a block's plaintext (the key is the
+//     datastore's fingerprint key). Equal fingerprints mean equal blocks.
+//   - Chunk: one stored, sealed block: compressed (or raw when that does not
+//     pay), optionally encrypted, identified by a chunk ID that never changes
+//     and is never reused, located in a pack.
+//   - Pack: an append-only file of chunk records (packs/<id>.pack). GC
+//     compacts packs; chunk IDs survive compaction because only the chunk
+//     table records where a chunk lives.
+//   - Layer: a sparse map block -> chunk (or an explicit hole). A layer is
+//     writable (the top of exactly one volume) or frozen (immutable, held by
+//     snapshots, by child layers, or both). A layer has a parent (its basis),
+//     a lineage (the root layer ID of its family tree), a size and a limit:
+//     blocks at or above the limit are not visible from below it.
+//   - Volume: a top layer. Freeze, clone, restore and release are O(1)
+//     operations on layers.
+//   - NVLOG: the write-ahead log. Every mutation (block writes, size changes
+//     and layer operations) is a log record; the bbolt file is a checkpoint of
+//     the log's effects up to the checkpoint LSN.
+//   - Destage: the background step that turns log records into chunks in
+//     packs and entries in bbolt, then truncates the log behind it.
+//
+// # Invariants
+//
+//   - I1: a write is acknowledged as stable only after its log record is
+//     durable (fdatasync). Unstable writes are durable after the next Sync.
+//   - I2: bbolt never references a pack byte that is not durable: pack data
+//     is fdatasync'ed before the transaction that points at it commits.
+//   - I3: a pack file is deleted only after the transaction that moved its
+//     live chunks elsewhere (or proved it dead) has committed.
+//   - I4: the in-memory state (layer graph, volume tops, pending blocks) is
+//     bbolt's checkpoint plus the log after it; replay on open rebuilds it
+//     from exactly that.
+//   - I5: every chunk read is verified against its fingerprint (and AEAD tag
+//     when encrypted); a mismatch is an error wrapping ErrCorrupt, never
+//     zeros or wrong bytes.
+//   - I6: layer IDs, volume IDs, chunk IDs and pack IDs are allocated
+//     monotonically and never reused, so a stale log record can only name an
+//     object that no longer exists (and is then skipped), never a different
+//     one. A child layer's ID is always greater than its ancestors' IDs.
+//   - I7: GC never removes a chunk that a layer map entry, a pending log
+//     record, or a dedupe hit made while GC ran can reference.
+//
+// The on-disk formats (NVLOG records, packs, bbolt buckets) are specified
+// byte by byte in docs/DESIGN.md; constants marked "wire format" here must
+// change only with a format version bump.
+package blockstore
