@@ -1,0 +1,80 @@
+# dstore build, test and maintenance targets. `make test` is exactly what CI
+# runs (.ci/run). With CI=true, a missing tool is an error, never a skip.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+GO       ?= go
+GOFMT    ?= $(shell $(GO) env GOROOT)/bin/gofmt
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+DATA     ?= ./data
+# Extra flags for `go test`, e.g. TESTFLAGS='-run TestModel'.
+TESTFLAGS ?=
+BENCHFLAGS ?=
+FUZZTIME ?= 15s
+
+# $(call need,MESSAGE): an error under CI=true, a warning otherwise.
+define need
+if [[ "$${CI:-}" == true ]]; then echo "make: $(1)" >&2; exit 1; fi; \
+echo "make: warning: $(1)" >&2
+endef
+
+.PHONY: build run test vet fmt-check lint bench fuzz clean
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/dstore ./cmd/dstore
+
+# Until the NFS server exists, run initializes ./data once and reports on it.
+run: build
+	bin/dstore init --data $(DATA) --exist-ok
+	bin/dstore status --data $(DATA)
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@[[ -x "$(GOFMT)" ]] || { echo "make: gofmt not found at $(GOFMT)" >&2; exit 1; }
+	@files=$$(find . \( -name .git -o -name .cache -o -name bin -o -name data -o -name testdata \) -prune \
+		-o -name '*.go' -print); \
+	bad=$$([[ -z "$$files" ]] || $(GOFMT) -l $$files); \
+	if [[ -n "$$bad" ]]; then echo "gofmt -l: these files need gofmt -w:" >&2; echo "$$bad" >&2; exit 1; fi
+
+lint: fmt-check vet
+
+# The race detector needs cgo and a C compiler. Without them the tests still
+# run locally (with a warning); CI must have them.
+test: vet fmt-check
+	@race=-race; \
+	if [[ "$$($(GO) env CGO_ENABLED)" != 1 ]] || ! command -v "$$($(GO) env CC)" >/dev/null 2>&1; then \
+		$(call need,no C compiler (or CGO_ENABLED=0): go test -race cannot run; install gcc); \
+		race=; \
+	fi; \
+	echo "$(GO) test $$race -count=1 -timeout 25m $(TESTFLAGS) ./..."; \
+	$(GO) test $$race -count=1 -timeout 25m $(TESTFLAGS) ./...
+
+# Benchmarks: output lands in bench/out/ (gitignored), one file per run.
+bench:
+	@mkdir -p bench/out
+	@out=bench/out/blockstore-$$(date +%Y%m%d-%H%M%S)-$(VERSION).txt; \
+	echo "writing $$out"; \
+	$(GO) test -run XXX -bench . -benchmem $(BENCHFLAGS) ./blockstore/ | tee "$$out"
+
+# Runs every fuzz target in the module for FUZZTIME each.
+fuzz:
+	@found=0; \
+	pkgs=$$($(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}' ./...); \
+	for pkg in $$pkgs; do \
+		list=$$($(GO) test -list '^Fuzz' "$$pkg"); \
+		targets=$$(grep '^Fuzz' <<<"$$list" || true); \
+		for t in $$targets; do \
+			found=1; \
+			echo "fuzz $$pkg $$t for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+		done; \
+	done; \
+	if [[ $$found == 0 ]]; then echo "make fuzz: no fuzz targets yet"; fi
+
+clean:
+	rm -rf bin

@@ -1,0 +1,260 @@
+package blockstore
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// chunkCache is a bounded LRU of decoded chunks by chunk ID. Chunk IDs are
+// never reused, so an entry can never be stale. Cached slices are shared and
+// must not be modified.
+type chunkCache struct {
+	mu    sync.Mutex // guards everything below
+	max   int64
+	bytes int64
+	ll    *list.List
+	m     map[uint64]*list.Element
+}
+
+type cacheEnt struct {
+	id   uint64
+	data []byte
+}
+
+func newChunkCache(max int64) *chunkCache {
+	return &chunkCache{max: max, ll: list.New(), m: make(map[uint64]*list.Element)}
+}
+
+func (c *chunkCache) get(id uint64) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.m[id]; e != nil {
+		c.ll.MoveToFront(e)
+		return e.Value.(*cacheEnt).data
+	}
+	return nil
+}
+
+func (c *chunkCache) has(id uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id] != nil
+}
+
+func (c *chunkCache) put(id uint64, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m[id] != nil {
+		return
+	}
+	c.m[id] = c.ll.PushFront(&cacheEnt{id: id, data: data})
+	c.bytes += int64(cap(data))
+	for c.bytes > c.max && c.ll.Len() > 0 {
+		e := c.ll.Back()
+		ent := e.Value.(*cacheEnt)
+		c.ll.Remove(e)
+		delete(c.m, ent.id)
+		c.bytes -= int64(cap(ent.data))
+	}
+}
+
+// packFiles keeps read-only handles on pack files.
+type packFiles struct {
+	dir string
+	mu  sync.Mutex // guards m
+	m   map[uint64]*os.File
+}
+
+const maxOpenPacks = 256
+
+func newPackFiles(dir string) *packFiles {
+	return &packFiles{dir: dir, m: make(map[uint64]*os.File)}
+}
+
+func (p *packFiles) get(id uint64) (*os.File, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f := p.m[id]; f != nil {
+		return f, nil
+	}
+	f, err := os.Open(packPath(p.dir, id))
+	if err != nil {
+		return nil, err
+	}
+	if len(p.m) >= maxOpenPacks {
+		for k, old := range p.m {
+			old.Close()
+			delete(p.m, k)
+			break
+		}
+	}
+	p.m[id] = f
+	return f, nil
+}
+
+func (p *packFiles) forget(id uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f := p.m[id]; f != nil {
+		f.Close()
+		delete(p.m, id)
+	}
+}
+
+func (p *packFiles) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, f := range p.m {
+		f.Close()
+		delete(p.m, k)
+	}
+}
+
+// readChunks returns the plaintext of the given chunks, from the cache or
+// from their packs. Chunks that are near each other in a pack are read with
+// one pread. Every chunk is verified (I5).
+func (s *Store) readChunks(ids []uint64) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	var miss []int
+	for i, id := range ids {
+		if d := s.cache.get(id); d != nil {
+			out[i] = d
+		} else {
+			miss = append(miss, i)
+		}
+	}
+	if len(miss) == 0 {
+		return out, nil
+	}
+	// A pack can disappear under a reader when GC compacts it after the
+	// reader looked the chunk up; the chunk then lives in another pack.
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = s.readMissing(ids, miss, out)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+	}
+	return out, err
+}
+
+type chunkLoc struct {
+	at  int // index into ids/out
+	id  uint64
+	rec chunkRec
+}
+
+func (s *Store) readMissing(ids []uint64, miss []int, out [][]byte) error {
+	locs := make([]chunkLoc, 0, len(miss))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		cb := tx.Bucket(bChunks)
+		for _, i := range miss {
+			v := cb.Get(u64b(ids[i]))
+			if v == nil {
+				return fmt.Errorf("blockstore: chunk %d not in the chunk table: %w", ids[i], ErrCorrupt)
+			}
+			rec, err := decodeChunkRec(v)
+			if err != nil {
+				return fmt.Errorf("chunk %d: %w", ids[i], err)
+			}
+			locs = append(locs, chunkLoc{at: i, id: ids[i], rec: rec})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Slice(locs, func(i, j int) bool {
+		if locs[i].rec.pack != locs[j].rec.pack {
+			return locs[i].rec.pack < locs[j].rec.pack
+		}
+		return locs[i].rec.off < locs[j].rec.off
+	})
+	const gap = 64 << 10 // read through small gaps rather than issue another pread
+	for start := 0; start < len(locs); {
+		end := start + 1
+		lo := locs[start].rec.off
+		hi := lo + int64(chunkHeaderSize+locs[start].rec.n)
+		for end < len(locs) && locs[end].rec.pack == locs[start].rec.pack && locs[end].rec.off <= hi+gap && hi-lo < 8<<20 {
+			hi = max(hi, locs[end].rec.off+int64(chunkHeaderSize+locs[end].rec.n))
+			end++
+		}
+		if err := s.readRun(locs[start:end], lo, hi, out); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+func (s *Store) readRun(locs []chunkLoc, lo, hi int64, out [][]byte) error {
+	pack := locs[0].rec.pack
+	f, err := s.packs.get(pack)
+	if err != nil {
+		return fmt.Errorf("blockstore: pack %d: %w", pack, err)
+	}
+	buf := make([]byte, hi-lo)
+	if _, err := f.ReadAt(buf, lo); err != nil {
+		s.packs.forget(pack)
+		return fmt.Errorf("blockstore: reading pack %d at %d: %w (%w)", pack, lo, ErrCorrupt, err)
+	}
+	for _, l := range locs {
+		data, err := s.openChunk(buf[l.rec.off-lo:], l.rec)
+		if err != nil {
+			s.logger.Error("blockstore: corrupt chunk", "chunk", l.id, "pack", pack, "offset", l.rec.off, "err", err)
+			return fmt.Errorf("chunk %d (pack %d offset %d): %w", l.id, pack, l.rec.off, err)
+		}
+		s.cache.put(l.id, data)
+		out[l.at] = data
+	}
+	return nil
+}
+
+// openChunk decodes and verifies one chunk record against its chunk table
+// entry.
+func (s *Store) openChunk(b []byte, rec chunkRec) ([]byte, error) {
+	fp, codec, sealed, _, err := decodeChunkRecord(b, s.bs)
+	if err != nil {
+		return nil, err
+	}
+	if fp != rec.fp || codec != rec.codec || len(sealed) != rec.n {
+		return nil, fmt.Errorf("chunk record does not match the chunk table: %w", ErrCorrupt)
+	}
+	return s.seal.open(make([]byte, 0, s.bs), fp, codec, sealed)
+}
+
+// bitset is GC's mark set over chunk IDs 1..n.
+type bitset struct {
+	mu sync.Mutex // guards w
+	w  []uint64
+}
+
+func newBitset(n uint64) *bitset { return &bitset{w: make([]uint64, n/64+1)} }
+
+func (b *bitset) set(i uint64) {
+	b.mu.Lock()
+	if i/64 < uint64(len(b.w)) {
+		b.w[i/64] |= 1 << (i % 64)
+	}
+	b.mu.Unlock()
+}
+
+func (b *bitset) get(i uint64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return i/64 < uint64(len(b.w)) && b.w[i/64]&(1<<(i%64)) != 0
+}
+
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,551 @@
+package blockstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// GCOptions control a garbage collection.
+type GCOptions struct {
+	DryRun bool
+	// Threshold: packs whose live fraction is below it are compacted.
+	// 0 = 0.5.
+	Threshold float64
+}
+
+// GCReport is what a GC found (DryRun) or did.
+type GCReport struct {
+	DryRun         bool  `json:"dry_run"`
+	ChunksMarked   int64 `json:"chunks_live"`
+	ChunksFreed    int64 `json:"chunks_freed"`
+	BytesFreed     int64 `json:"bytes_freed"` // sealed bytes of freed chunks
+	PacksDeleted   int   `json:"packs_deleted"`
+	PacksCompacted int   `json:"packs_compacted"`
+	BytesRewritten int64 `json:"bytes_rewritten"`
+	PackBytesFreed int64 `json:"pack_bytes_freed"` // file bytes given back to the file system
+}
+
+// GC reclaims space: mark every chunk any layer (or the log) references,
+// sweep the rest from the index and chunk table, then compact packs whose
+// live fraction is below the threshold. Plan first, then execute; the new
+// pack is durable and committed before an old one is deleted (I3).
+func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
+	if o.Threshold <= 0 {
+		o.Threshold = 0.5
+	}
+	rep := GCReport{DryRun: o.DryRun}
+	s.destageMu.Lock()
+	defer s.destageMu.Unlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return rep, ErrClosed
+	}
+
+	maxChunk := s.nextChunk - 1
+	mark := newBitset(maxChunk)
+	s.gcMu.Lock()
+	s.gcMark = mark
+	s.gcMu.Unlock()
+	defer func() {
+		s.gcMu.Lock()
+		s.gcMark = nil
+		s.gcMu.Unlock()
+	}()
+	// Pending references first, then the maps: anything destaged after this
+	// point was pending here or is marked by the dedupe hit that made it (I7).
+	s.mu.Lock()
+	for _, q := range s.queue {
+		for i := range q.d.ops {
+			if op := &q.d.ops[i]; op.kind == kindRef && op.chunk != 0 {
+				mark.set(op.chunk)
+			}
+		}
+	}
+	s.mu.Unlock()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bMap).Cursor()
+		n := 0
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(v) == 8 {
+				if id := binary.LittleEndian.Uint64(v); id != 0 {
+					mark.set(id)
+				}
+			}
+			if n++; n%65536 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+
+	// Sweep: with dedupe lookups held off, nothing can newly reference a
+	// chunk that is about to go.
+	s.gcMu.Lock()
+	sweepLocked := true
+	defer func() {
+		if sweepLocked {
+			s.gcMu.Unlock()
+		}
+	}()
+	type packLive struct{ live, liveChunks int64 }
+	live := make(map[uint64]*packLive)
+	var dead []uint64
+	var deadFP []Fingerprint
+	err = s.db.View(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bPacks)
+		if err := pb.ForEach(func(k, _ []byte) error {
+			live[binary.BigEndian.Uint64(k)] = &packLive{}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bChunks).ForEach(func(k, v []byte) error {
+			id := binary.BigEndian.Uint64(k)
+			rec, err := decodeChunkRec(v)
+			if err != nil {
+				return fmt.Errorf("chunk %d: %w", id, err)
+			}
+			if id > maxChunk || mark.get(id) {
+				rep.ChunksMarked++
+				if pl := live[rec.pack]; pl != nil {
+					pl.live += int64(chunkHeaderSize + rec.n)
+					pl.liveChunks++
+				}
+				return nil
+			}
+			dead = append(dead, id)
+			deadFP = append(deadFP, rec.fp)
+			rep.ChunksFreed++
+			rep.BytesFreed += int64(chunkHeaderSize + rec.n)
+			return nil
+		})
+	})
+	if err != nil {
+		return rep, err
+	}
+	// Plan compaction.
+	var victims []uint64
+	openPack := uint64(0)
+	if s.pack != nil {
+		openPack = s.pack.id()
+	}
+	packRecs := make(map[uint64]packRec)
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bPacks).ForEach(func(k, v []byte) error {
+			id := binary.BigEndian.Uint64(k)
+			r := decodePackRec(v)
+			r.live, r.liveChunks = live[id].live, live[id].liveChunks
+			packRecs[id] = r
+			if id == openPack && r.live > 0 {
+				return nil
+			}
+			body := r.size - packHeaderSize
+			if r.live == 0 || body <= 0 || float64(r.live)/float64(body) < o.Threshold {
+				victims = append(victims, id)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return rep, err
+	}
+	sort.Slice(victims, func(i, j int) bool { return victims[i] < victims[j] })
+	for _, id := range victims {
+		if packRecs[id].live == 0 {
+			rep.PacksDeleted++
+		} else {
+			rep.PacksCompacted++
+			rep.BytesRewritten += packRecs[id].live
+		}
+		rep.PackBytesFreed += packRecs[id].size
+	}
+	if o.DryRun {
+		return rep, nil
+	}
+
+	// Execute the sweep in one transaction.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		cb, ib, pb := tx.Bucket(bChunks), tx.Bucket(bIndex), tx.Bucket(bPacks)
+		for i, id := range dead {
+			if err := cb.Delete(u64b(id)); err != nil {
+				return err
+			}
+			if err := ib.Delete(deadFP[i][:]); err != nil {
+				return err
+			}
+		}
+		for id, r := range packRecs {
+			if err := pb.Put(u64b(id), r.encode()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("blockstore: gc sweep: %w", noSpace(err))
+	}
+	s.gcMark = nil
+	s.gcMu.Unlock()
+	sweepLocked = false
+	if len(victims) == 0 {
+		return rep, nil
+	}
+	if s.pack != nil && containsU64(victims, s.pack.id()) {
+		// The open pack is entirely dead: stop appending to it.
+		s.pack.close()
+		s.pack = nil
+	}
+	newBytes, err := s.compact(ctx, victims)
+	if err != nil {
+		return rep, err
+	}
+	rep.PackBytesFreed -= newBytes
+	return rep, nil
+}
+
+func containsU64(xs []uint64, x uint64) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// compact copies the live chunks of the victim packs into new packs, makes
+// them durable, commits their new locations, and only then deletes the
+// victims. It returns the bytes of the new packs.
+// REQUIRES: s.destageMu held.
+func (s *Store) compact(ctx context.Context, victims []uint64) (int64, error) {
+	type liveChunk struct {
+		id  uint64
+		rec chunkRec
+	}
+	isVictim := make(map[uint64]bool, len(victims))
+	for _, v := range victims {
+		isVictim[v] = true
+	}
+	var moving []liveChunk
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bChunks).ForEach(func(k, v []byte) error {
+			rec, err := decodeChunkRec(v)
+			if err != nil {
+				return err
+			}
+			if isVictim[rec.pack] {
+				moving = append(moving, liveChunk{id: binary.BigEndian.Uint64(k), rec: rec})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	// Keep the chunks in their old order so packing locality survives.
+	sort.Slice(moving, func(i, j int) bool {
+		if moving[i].rec.pack != moving[j].rec.pack {
+			return moving[i].rec.pack < moving[j].rec.pack
+		}
+		return moving[i].rec.off < moving[j].rec.off
+	})
+	var (
+		w       *packWriter
+		written []*packWriter
+		newLoc  = make(map[uint64]chunkRec, len(moving))
+		oldPack = make(map[uint64]uint64, len(moving))
+		skip    = make(map[uint64]bool) // victims with a corrupt chunk stay
+		nextPk  = s.nextPack
+	)
+	cleanup := func() {
+		for _, pw := range written {
+			pw.close()
+			removeFile(packPath(s.dir, pw.id()))
+		}
+	}
+	buf := make([]byte, 0, chunkHeaderSize+maxSealedLen(s.bs))
+	for i, m := range moving {
+		if i%1024 == 0 && ctx.Err() != nil {
+			cleanup()
+			return 0, ctx.Err()
+		}
+		if skip[m.rec.pack] {
+			continue
+		}
+		f, err := s.packs.get(m.rec.pack)
+		if err != nil {
+			cleanup()
+			return 0, err
+		}
+		buf = buf[:chunkHeaderSize+m.rec.n]
+		if _, err := f.ReadAt(buf, m.rec.off); err != nil {
+			skip[m.rec.pack] = true
+			s.logger.Error("blockstore: gc: unreadable chunk; pack kept", "chunk", m.id, "pack", m.rec.pack, "err", err)
+			continue
+		}
+		if _, err := s.openChunk(buf, m.rec); err != nil {
+			skip[m.rec.pack] = true
+			s.logger.Error("blockstore: gc: corrupt chunk; pack kept", "chunk", m.id, "pack", m.rec.pack, "err", err)
+			continue
+		}
+		if w == nil || w.size() >= s.opts.PackSize {
+			if w != nil {
+				if err := w.sync(); err != nil {
+					cleanup()
+					return 0, noSpace(err)
+				}
+			}
+			w, err = createPack(packPath(s.dir, nextPk), nextPk, s.bs)
+			if err != nil {
+				cleanup()
+				return 0, noSpace(err)
+			}
+			nextPk++
+			written = append(written, w)
+		}
+		_, codec, sealed, _, err := decodeChunkRecord(buf, s.bs)
+		if err != nil {
+			cleanup()
+			return 0, err
+		}
+		off, err := w.append(m.rec.fp, codec, sealed)
+		if err != nil {
+			cleanup()
+			return 0, noSpace(err)
+		}
+		newLoc[m.id] = chunkRec{pack: w.id(), off: off, n: m.rec.n, codec: codec, fp: m.rec.fp}
+		oldPack[m.id] = m.rec.pack
+	}
+	if w != nil {
+		if err := w.sync(); err != nil {
+			cleanup()
+			return 0, noSpace(err)
+		}
+	}
+	var newBytes int64
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		cb, pb := tx.Bucket(bChunks), tx.Bucket(bPacks)
+		perPack := make(map[uint64]*packRec)
+		for _, pw := range written {
+			perPack[pw.id()] = &packRec{size: pw.size()}
+			newBytes += pw.size()
+		}
+		for id, r := range newLoc {
+			if skip[oldPack[id]] {
+				continue
+			}
+			if err := cb.Put(u64b(id), encodeChunkRec(r.pack, r.off, r.n, r.codec, r.fp)); err != nil {
+				return err
+			}
+			pr := perPack[r.pack]
+			pr.live += int64(chunkHeaderSize + r.n)
+			pr.chunks++
+			pr.liveChunks++
+		}
+		for id, pr := range perPack {
+			if err := pb.Put(u64b(id), pr.encode()); err != nil {
+				return err
+			}
+		}
+		for _, v := range victims {
+			if skip[v] {
+				continue
+			}
+			if err := pb.Delete(u64b(v)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bMeta).Put(kNextPack, u64b(nextPk))
+	})
+	if err != nil {
+		cleanup()
+		return 0, fmt.Errorf("blockstore: gc compaction commit: %w", noSpace(err))
+	}
+	s.nextPack = nextPk
+	for _, pw := range written {
+		pw.close()
+	}
+	for _, v := range victims {
+		if skip[v] {
+			continue
+		}
+		s.packs.forget(v)
+		if err := removeFile(packPath(s.dir, v)); err != nil {
+			s.logger.Warn("blockstore: gc: removing compacted pack", "pack", v, "err", err)
+		}
+	}
+	return newBytes, syncDir(s.dir + "/packs")
+}
+
+// ScrubReport is the result of verifying every chunk.
+type ScrubReport struct {
+	ChunksChecked int64          `json:"chunks_checked"`
+	BytesChecked  int64          `json:"bytes_checked"`
+	Corrupt       []CorruptChunk `json:"corrupt"`
+}
+
+// CorruptChunk names a chunk that failed verification.
+type CorruptChunk struct {
+	Chunk  uint64 `json:"chunk"`
+	Pack   uint64 `json:"pack"`
+	Offset int64  `json:"offset"`
+	Err    string `json:"error"`
+}
+
+// Scrub reads and verifies every chunk in the chunk table against its
+// fingerprint (and AEAD tag). Corrupt chunks are reported, not fatal.
+func (s *Store) Scrub(ctx context.Context) (ScrubReport, error) {
+	var rep ScrubReport
+	// Hold off compaction, which deletes packs.
+	s.destageMu.Lock()
+	defer s.destageMu.Unlock()
+	var locs []chunkLoc
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bChunks).ForEach(func(k, v []byte) error {
+			id := binary.BigEndian.Uint64(k)
+			rec, err := decodeChunkRec(v)
+			if err != nil {
+				rep.Corrupt = append(rep.Corrupt, CorruptChunk{Chunk: id, Err: err.Error()})
+				return nil
+			}
+			locs = append(locs, chunkLoc{id: id, rec: rec})
+			return nil
+		})
+	})
+	if err != nil {
+		return rep, err
+	}
+	sort.Slice(locs, func(i, j int) bool {
+		if locs[i].rec.pack != locs[j].rec.pack {
+			return locs[i].rec.pack < locs[j].rec.pack
+		}
+		return locs[i].rec.off < locs[j].rec.off
+	})
+	buf := make([]byte, 0, chunkHeaderSize+maxSealedLen(s.bs))
+	for i, l := range locs {
+		if i%1024 == 0 && ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		bad := func(err error) {
+			rep.Corrupt = append(rep.Corrupt, CorruptChunk{Chunk: l.id, Pack: l.rec.pack, Offset: l.rec.off, Err: err.Error()})
+		}
+		f, err := s.packs.get(l.rec.pack)
+		if err != nil {
+			bad(err)
+			continue
+		}
+		if l.rec.n > maxSealedLen(s.bs) {
+			bad(fmt.Errorf("sealed length %d: %w", l.rec.n, ErrCorrupt))
+			continue
+		}
+		buf = buf[:chunkHeaderSize+l.rec.n]
+		if _, err := f.ReadAt(buf, l.rec.off); err != nil {
+			bad(err)
+			continue
+		}
+		rep.ChunksChecked++
+		rep.BytesChecked += int64(len(buf))
+		if _, err := s.openChunk(buf, l.rec); err != nil {
+			bad(err)
+		}
+	}
+	return rep, nil
+}
+
+// Stats describes the store's space use.
+type Stats struct {
+	BlockSize        int         `json:"block_size"`
+	Volumes          int         `json:"volumes"`
+	Layers           int         `json:"layers"`
+	Chunks           int64       `json:"chunks"`
+	LogicalBytes     int64       `json:"logical_bytes"` // bytes of data blocks over all layers
+	UniqueBytes      int64       `json:"unique_bytes"`  // uncompressed bytes of stored chunks
+	StoredBytes      int64       `json:"stored_bytes"`  // sealed bytes of stored chunks, with headers
+	PhysicalBytes    int64       `json:"physical_bytes"`
+	DedupeRatio      float64     `json:"dedupe_ratio"`
+	CompressionRatio float64     `json:"compression_ratio"`
+	LogBytes         int64       `json:"log_bytes"` // in the NVLOG, not destaged yet
+	Packs            []PackStats `json:"packs"`
+}
+
+// PackStats describes one pack.
+type PackStats struct {
+	ID        uint64  `json:"id"`
+	Bytes     int64   `json:"bytes"`
+	LiveBytes int64   `json:"live_bytes"`
+	Chunks    int64   `json:"chunks"`
+	Live      float64 `json:"live"`
+}
+
+// Stats reports logical and physical space, ratios and pack liveness as of
+// the last destage (LogBytes is what is still in the log). Pack liveness is
+// exact after a GC and an upper bound between GCs.
+func (s *Store) Stats() (Stats, error) {
+	st := Stats{BlockSize: s.bs}
+	s.mu.Lock()
+	st.Volumes = len(s.vols)
+	st.Layers = len(s.layers)
+	st.LogBytes = s.queueBytes
+	s.mu.Unlock()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bMap).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(v) == 8 && binary.LittleEndian.Uint64(v) != 0 {
+				st.LogicalBytes += int64(s.bs)
+			}
+		}
+		err := tx.Bucket(bChunks).ForEach(func(_, v []byte) error {
+			rec, err := decodeChunkRec(v)
+			if err != nil {
+				return err
+			}
+			st.Chunks++
+			st.StoredBytes += int64(chunkHeaderSize + rec.n)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bPacks).ForEach(func(k, v []byte) error {
+			r := decodePackRec(v)
+			ps := PackStats{ID: binary.BigEndian.Uint64(k), Bytes: r.size, LiveBytes: r.live, Chunks: r.chunks}
+			if body := r.size - packHeaderSize; body > 0 {
+				ps.Live = float64(r.live) / float64(body)
+			}
+			st.Packs = append(st.Packs, ps)
+			return nil
+		})
+	})
+	if err != nil {
+		return st, err
+	}
+	st.UniqueBytes = st.Chunks * int64(s.bs)
+	for _, p := range st.Packs {
+		fi, err := os.Stat(packPath(s.dir, p.ID))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return st, err
+		}
+		st.PhysicalBytes += fi.Size()
+	}
+	if st.UniqueBytes > 0 {
+		st.DedupeRatio = float64(st.LogicalBytes) / float64(st.UniqueBytes)
+	}
+	if st.StoredBytes > 0 {
+		st.CompressionRatio = float64(st.UniqueBytes) / float64(st.StoredBytes)
+	}
+	return st, nil
+}

@@ -1,0 +1,1046 @@
+package blockstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// MaxVolumeSize is the largest size a volume can have: 64 TiB.
+const MaxVolumeSize int64 = 64 << 40
+
+// FormatVersion is the on-disk format version recorded in bucket "meta".
+const FormatVersion = 1
+
+// DefaultBlockSize is the block size of a datastore made without
+// --block-size; docs/DESIGN.md records the measurements behind it.
+const DefaultBlockSize = 16 << 10
+
+type (
+	// VolumeID names a volume; never reused.
+	VolumeID uint64
+	// LayerID names a layer; never reused, and a child's ID is greater than
+	// its ancestors' (I6).
+	LayerID uint64
+)
+
+// InitOptions are fixed for the life of a datastore.
+type InitOptions struct {
+	BlockSize   int    // bytes, a power of two from 4 KiB to 64 KiB; 0 = DefaultBlockSize
+	Encrypt     bool   // make a datastore key and seal every chunk with it
+	Compression string // "" = the default codec
+}
+
+// RemoteBasis supplies the blocks of a layer that lives elsewhere (an OX
+// manifest). The store caches what it returns as chunks of the remote layer.
+type RemoteBasis interface {
+	// ReadBlock fills p (len = block size) with block n; hole reports an
+	// all-zero block (p is then undefined).
+	ReadBlock(ctx context.Context, n int64, p []byte) (hole bool, err error)
+}
+
+// Options tune an open store; the zero value is sensible.
+type Options struct {
+	Logger      *slog.Logger
+	MaxLogBytes int64 // NVLOG bound; writers wait for destage beyond it. 0 = 256 MiB
+	CacheBytes  int64 // decoded chunk cache. 0 = 64 MiB
+	// DestageDelay is how long destage lets a partial batch gather. 0 = 50ms.
+	DestageDelay time.Duration
+	// SegmentSize of NVLOG files. 0 = 64 MiB.
+	SegmentSize int64
+	// PackSize is the size at which a pack is closed. 0 = 32 MiB.
+	PackSize int64
+	// Remote resolves the name recorded in a remote layer to its basis.
+	Remote func(name string) (RemoteBasis, error)
+}
+
+const (
+	defaultMaxLog     = 256 << 20
+	defaultCache      = 64 << 20
+	defaultPackSize   = 32 << 20
+	destageBatchBytes = 32 << 20
+	dbFile            = "meta.db"
+	keyFile           = "datastore.key"
+)
+
+// bbolt buckets and keys (wire format; docs/DESIGN.md, "Metadata").
+var (
+	bMeta    = []byte("meta")
+	bVolumes = []byte("volumes")
+	bLayers  = []byte("layers")
+	bMap     = []byte("map")
+	bChunks  = []byte("chunks")
+	bIndex   = []byte("index")
+	bPacks   = []byte("packs")
+
+	kFormat      = []byte("format")
+	kBlockSize   = []byte("block_size")
+	kFPKey       = []byte("fp_key")
+	kCompression = []byte("compression")
+	kEncrypted   = []byte("encrypted")
+	kCheckpoint  = []byte("checkpoint")
+	kNextID      = []byte("next_id")
+	kNextChunk   = []byte("next_chunk")
+	kNextPack    = []byte("next_pack")
+	kOpenPack    = []byte("open_pack")
+)
+
+// Store is an open datastore's block store. All methods are safe for
+// concurrent use.
+//
+// Lock order: vol.rw -> stripes -> gcMu -> mu. destageMu is never taken
+// while holding mu.
+type Store struct {
+	dir    string
+	opts   Options
+	logger *slog.Logger
+	db     *bolt.DB
+	log    *nvlog
+	seal   *sealer
+	bs     int
+	cache  *chunkCache
+	packs  *packFiles
+
+	mu         sync.Mutex // guards everything below up to destageMu
+	layers     map[uint64]*layer
+	vols       map[uint64]*volState
+	queue      []*qrec // log records not yet destaged, in LSN order
+	queueBytes int64
+	fpPending  map[Fingerprint]*pblock // pending data blocks by fingerprint
+	nextID     uint64
+	metaGen    uint64 // bumped by every layer graph change; invalidates chains
+	mergeable  map[uint64]struct{}
+	room       *sync.Cond // signalled when destage frees log space
+	destageErr error
+	closed     bool
+
+	destageMu     sync.Mutex // serializes destage and GC: the bbolt and pack writers
+	pack          *packWriter
+	packCommitted int64
+	nextChunk     uint64
+	nextPack      uint64
+
+	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
+	gcMark *bitset      // non-nil while a GC marks (I7)
+
+	stripes [4096]sync.Mutex
+
+	wake chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// layer is the in-memory state of a layer: its record as of the log head,
+// plus the blocks written to it that are not destaged yet.
+type layer struct {
+	id      uint64
+	rec     layerRec
+	pending map[uint64]*pblock
+	// selfLimit hides this layer's own bbolt entries at or above it while a
+	// shrinking truncate that will delete them is not destaged yet.
+	selfLimit    uint64
+	selfLimitLSN LSN
+	// aliases are layers merged into this one whose entries may still sit
+	// under their own IDs in bbolt until the merge is destaged.
+	aliases []alias
+}
+
+type alias struct{ id, vis uint64 }
+
+// pblock is a block write that is in the log but not yet destaged.
+type pblock struct {
+	lsn    LSN
+	kind   uint8
+	fp     Fingerprint
+	codec  uint8
+	sealed []byte // kindData, or kindRef to a pending data block
+	chunk  uint64 // kindRef: destaged chunk it refers to, when known
+}
+
+type qrec struct {
+	end   LSN
+	d     decoded
+	bytes int64
+}
+
+type volState struct {
+	id  uint64
+	top uint64
+	// rw: writes hold it shared; truncate and restore exclusively, so a
+	// read-modify-write never spans them.
+	rw sync.RWMutex
+	// chain cache, valid while gen == Store.metaGen (guarded by Store.mu)
+	chain    *chain
+	chainGen uint64
+	seqEnd   int64 // where the last read ended, for read-ahead (guarded by Store.mu)
+	seqRun   int
+}
+
+// Volume is a handle on a volume. Handles are cheap; several may name the
+// same volume.
+type Volume struct {
+	s  *Store
+	id uint64
+}
+
+// IsInitialized reports whether dir holds a datastore.
+func IsInitialized(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, dbFile))
+	return err == nil
+}
+
+// Init makes a new datastore in dir (created if missing, must not already
+// hold one).
+func Init(dir string, o InitOptions) error {
+	if o.BlockSize == 0 {
+		o.BlockSize = DefaultBlockSize
+	}
+	if o.BlockSize < 4<<10 || o.BlockSize > 64<<10 || o.BlockSize&(o.BlockSize-1) != 0 {
+		return fmt.Errorf("blockstore: block size %d: must be a power of two from 4 KiB to 64 KiB", o.BlockSize)
+	}
+	if IsInitialized(dir) {
+		return fmt.Errorf("blockstore: %s already holds a datastore", dir)
+	}
+	var fpKey [32]byte
+	if _, err := rand.Read(fpKey[:]); err != nil {
+		return err
+	}
+	// Validate the codec name before anything is written.
+	if _, err := newSealer(sealerConfig{FingerprintKey: fpKey, Compression: o.Compression, BlockSize: o.BlockSize}); err != nil {
+		return err
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "packs"), filepath.Join(dir, "nvlog")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	if o.Encrypt {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		if err := writeFileSync(filepath.Join(dir, keyFile), key, 0o600); err != nil {
+			return err
+		}
+	}
+	tmp := filepath.Join(dir, dbFile+".init")
+	os.Remove(tmp)
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bMeta, bVolumes, bLayers, bMap, bChunks, bIndex, bPacks} {
+			if _, err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bMeta)
+		enc := byte(0)
+		if o.Encrypt {
+			enc = 1
+		}
+		for _, kv := range []struct {
+			k, v []byte
+		}{
+			{kFormat, u64b(FormatVersion)},
+			{kBlockSize, u64b(uint64(o.BlockSize))},
+			{kFPKey, fpKey[:]},
+			{kCompression, []byte(o.Compression)},
+			{kEncrypted, []byte{enc}},
+			{kCheckpoint, u64b(0)},
+			{kNextID, u64b(1)},
+			{kNextChunk, u64b(1)},
+			{kNextPack, u64b(1)},
+			{kOpenPack, u64b(0)},
+		} {
+			if err := m.Put(kv.k, kv.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	// The rename makes init atomic: a half-made datastore is never mistaken
+	// for one.
+	if err := os.Rename(tmp, filepath.Join(dir, dbFile)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// Open opens the datastore in dir, replaying the NVLOG.
+func Open(dir string, o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxLogBytes <= 0 {
+		o.MaxLogBytes = defaultMaxLog
+	}
+	if o.CacheBytes <= 0 {
+		o.CacheBytes = defaultCache
+	}
+	if o.DestageDelay <= 0 {
+		o.DestageDelay = 50 * time.Millisecond
+	}
+	if o.PackSize <= 0 {
+		o.PackSize = defaultPackSize
+	}
+	if !IsInitialized(dir) {
+		return nil, fmt.Errorf("blockstore: %s: no datastore (run init): %w", dir, fs.ErrNotExist)
+	}
+	db, err := bolt.Open(filepath.Join(dir, dbFile), 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("blockstore: open metadata: %w", err)
+	}
+	s := &Store{
+		dir: dir, opts: o, logger: o.Logger, db: db,
+		layers:    make(map[uint64]*layer),
+		vols:      make(map[uint64]*volState),
+		fpPending: make(map[Fingerprint]*pblock),
+		mergeable: make(map[uint64]struct{}),
+		cache:     newChunkCache(o.CacheBytes),
+		packs:     newPackFiles(dir),
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+	}
+	s.room = sync.NewCond(&s.mu)
+	if err := s.load(); err != nil {
+		db.Close()
+		s.packs.closeAll()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.destageLoop()
+	return s, nil
+}
+
+func (s *Store) load() error {
+	var (
+		fpKey       [32]byte
+		compression string
+		encrypted   bool
+		checkpoint  LSN
+		openPack    uint64
+		openSize    int64
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		if m == nil {
+			return fmt.Errorf("blockstore: metadata has no meta bucket: %w", ErrCorrupt)
+		}
+		if v := getU64(m, kFormat); v != FormatVersion {
+			return fmt.Errorf("blockstore: format version %d, this build reads %d", v, FormatVersion)
+		}
+		s.bs = int(getU64(m, kBlockSize))
+		copy(fpKey[:], m.Get(kFPKey))
+		compression = string(m.Get(kCompression))
+		encrypted = len(m.Get(kEncrypted)) == 1 && m.Get(kEncrypted)[0] == 1
+		checkpoint = LSN(getU64(m, kCheckpoint))
+		s.nextID = getU64(m, kNextID)
+		s.nextChunk = getU64(m, kNextChunk)
+		s.nextPack = getU64(m, kNextPack)
+		openPack = getU64(m, kOpenPack)
+		if openPack != 0 {
+			if v := tx.Bucket(bPacks).Get(u64b(openPack)); v != nil {
+				openSize = int64(binary.LittleEndian.Uint64(v))
+			}
+		}
+		err := tx.Bucket(bLayers).ForEach(func(k, v []byte) error {
+			rec, _, err := decodeLayerRec(v)
+			if err != nil {
+				return err
+			}
+			id := binary.BigEndian.Uint64(k)
+			s.layers[id] = &layer{id: id, rec: rec, selfLimit: noLimit}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bVolumes).ForEach(func(k, v []byte) error {
+			id := binary.BigEndian.Uint64(k)
+			s.vols[id] = &volState{id: id, top: binary.LittleEndian.Uint64(v)}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if s.bs < 4<<10 || s.bs > 64<<10 {
+		return fmt.Errorf("blockstore: block size %d in metadata: %w", s.bs, ErrCorrupt)
+	}
+	cfg := sealerConfig{FingerprintKey: fpKey, Compression: compression, BlockSize: s.bs}
+	if encrypted {
+		key, err := os.ReadFile(filepath.Join(s.dir, keyFile))
+		if err != nil {
+			return fmt.Errorf("blockstore: datastore is encrypted: %w", err)
+		}
+		if len(key) != 32 {
+			return fmt.Errorf("blockstore: %s: want 32 bytes, have %d", keyFile, len(key))
+		}
+		cfg.EncryptionKey = key
+	}
+	if s.seal, err = newSealer(cfg); err != nil {
+		return err
+	}
+	if err := s.removeOrphanPacks(openPack); err != nil {
+		return err
+	}
+	if openPack != 0 {
+		w, err := openPackAppend(packPath(s.dir, openPack), openPack, s.bs, openSize)
+		if err != nil {
+			return fmt.Errorf("blockstore: open pack %d: %w", openPack, err)
+		}
+		s.pack, s.packCommitted = w, openSize
+	}
+	for id, l := range s.layers {
+		if l.rec.holds == 0 && l.rec.children == 1 && l.rec.frozen() {
+			s.mergeable[id] = struct{}{}
+		}
+	}
+	s.log, err = openLog(filepath.Join(s.dir, "nvlog"), logOptions{SegmentSize: s.opts.SegmentSize})
+	if err != nil {
+		return err
+	}
+	maxSealed := maxSealedLen(s.bs)
+	n := 0
+	_, err = s.log.replay(checkpoint, func(end LSN, payload []byte) error {
+		p := append([]byte(nil), payload...)
+		d, err := decodePayload(p, maxSealed)
+		if err != nil {
+			return fmt.Errorf("blockstore: replay at LSN %d: %w", end, err)
+		}
+		n++
+		s.applyLocked(d, end, int64(len(p)))
+		return nil
+	})
+	if err != nil {
+		s.log.close()
+		return err
+	}
+	if n > 0 {
+		s.logger.Info("blockstore: replayed NVLOG", "records", n, "bytes", s.queueBytes)
+	}
+	return nil
+}
+
+// removeOrphanPacks deletes pack files that no committed transaction knows:
+// a pack created just before a crash (I2 keeps anything referenced).
+func (s *Store) removeOrphanPacks(openPack uint64) error {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "packs"))
+	if err != nil {
+		return err
+	}
+	known := make(map[uint64]bool)
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bPacks).ForEach(func(k, _ []byte) error {
+			known[binary.BigEndian.Uint64(k)] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		var id uint64
+		if _, err := fmt.Sscanf(e.Name(), "%016x.pack", &id); err != nil {
+			continue
+		}
+		if !known[id] && id != openPack {
+			s.logger.Warn("blockstore: removing uncommitted pack", "pack", id)
+			if err := os.Remove(filepath.Join(s.dir, "packs", e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Close destages everything, syncs and closes the store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.mu.Unlock()
+	ferr := s.Flush()
+	s.mu.Lock()
+	s.closed = true
+	s.room.Broadcast()
+	s.mu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	err := s.log.close()
+	s.destageMu.Lock()
+	if s.pack != nil {
+		if cerr := s.pack.close(); err == nil {
+			err = cerr
+		}
+		s.pack = nil
+	}
+	s.destageMu.Unlock()
+	s.packs.closeAll()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	if ferr != nil && !errors.Is(ferr, ErrClosed) {
+		return ferr
+	}
+	return err
+}
+
+// BlockSize is the datastore's block size in bytes.
+func (s *Store) BlockSize() int { return s.bs }
+
+// Sync makes every write so far durable.
+func (s *Store) Sync() error { return s.log.sync() }
+
+// Flush destages everything in the log now (tests, shutdown, GC).
+func (s *Store) Flush() error {
+	for {
+		s.mu.Lock()
+		empty := len(s.queue) == 0
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		if empty {
+			return nil
+		}
+		if err := s.destage(); err != nil {
+			return err
+		}
+	}
+}
+
+// append logs one record and applies it to the in-memory state, atomically
+// with respect to every other mutation. REQUIRES: s.mu held.
+func (s *Store) appendLocked(d decoded, parts ...[]byte) (LSN, error) {
+	if s.closed {
+		return 0, ErrClosed
+	}
+	end, err := s.log.appendv(parts...)
+	if err != nil {
+		return 0, err
+	}
+	n := int64(0)
+	for _, p := range parts {
+		n += int64(len(p))
+	}
+	s.applyLocked(d, end, n)
+	return end, nil
+}
+
+// applyLocked applies a logged record to the in-memory state; the same code
+// serves the live path and replay (I4). REQUIRES: s.mu held.
+func (s *Store) applyLocked(d decoded, end LSN, nbytes int64) {
+	switch d.typ {
+	case recBlocks:
+		l := s.layers[d.layer]
+		if l != nil {
+			s.applySize(l, d.sizeMode, d.size, end)
+		}
+		for i := range d.ops {
+			op := &d.ops[i]
+			pb := &pblock{lsn: end, kind: op.kind, fp: op.fp, codec: op.codec, sealed: op.sealed, chunk: op.chunk}
+			switch op.kind {
+			case kindData:
+				s.fpPending[op.fp] = pb
+			case kindRef:
+				if pb.sealed == nil && pb.chunk == 0 {
+					if p := s.fpPending[op.fp]; p != nil {
+						pb.sealed, pb.codec = p.sealed, p.codec
+					}
+				}
+			}
+			if l != nil {
+				if l.pending == nil {
+					l.pending = make(map[uint64]*pblock)
+				}
+				l.pending[op.blk] = pb
+			}
+		}
+	case recMeta:
+		for i := range d.effs {
+			s.applyEffect(&d.effs[i])
+		}
+		s.metaGen++
+	}
+	s.queue = append(s.queue, &qrec{end: end, d: d, bytes: nbytes})
+	s.queueBytes += nbytes
+}
+
+// applySize applies a record's size change to l. REQUIRES: s.mu held.
+func (s *Store) applySize(l *layer, mode uint8, size int64, end LSN) {
+	switch mode {
+	case sizeGrow:
+		if size > l.rec.size {
+			l.rec.size = size
+		}
+	case sizeSet:
+		if size < l.rec.size {
+			nb := blocksFor(size, s.bs)
+			if nb < l.rec.limit {
+				l.rec.limit = nb
+			}
+			for b := range l.pending {
+				if b >= nb {
+					delete(l.pending, b)
+				}
+			}
+			if nb < l.selfLimit {
+				l.selfLimit = nb
+			}
+			l.selfLimitLSN = end
+			s.metaGen++ // the limit changed what lower layers show
+		}
+		l.rec.size = size
+	}
+}
+
+// applyEffect applies one metadata effect in memory. REQUIRES: s.mu held.
+func (s *Store) applyEffect(e *effect) {
+	if e.id >= s.nextID {
+		s.nextID = e.id + 1
+	}
+	switch e.kind {
+	case effPutLayer:
+		l := s.layers[e.id]
+		if l == nil {
+			l = &layer{id: e.id, selfLimit: noLimit}
+			s.layers[e.id] = l
+		}
+		l.rec = e.rec
+		if l.rec.frozen() && l.rec.holds == 0 && l.rec.children == 1 {
+			s.mergeable[e.id] = struct{}{}
+		} else {
+			delete(s.mergeable, e.id)
+		}
+	case effDelLayer:
+		delete(s.layers, e.id)
+		delete(s.mergeable, e.id)
+	case effPutVolume:
+		if e.other >= s.nextID {
+			s.nextID = e.other + 1
+		}
+		v := s.vols[e.id]
+		if v == nil {
+			v = &volState{id: e.id}
+			s.vols[e.id] = v
+		}
+		v.top = e.other
+	case effDelVolume:
+		delete(s.vols, e.id)
+	case effMerge:
+		from, into := s.layers[e.id], s.layers[e.other]
+		if into != nil {
+			into.aliases = append(into.aliases, alias{id: e.id, vis: e.limit})
+			if from != nil {
+				for _, a := range from.aliases {
+					into.aliases = append(into.aliases, alias{id: a.id, vis: min(a.vis, e.limit)})
+				}
+			}
+		}
+		delete(s.layers, e.id)
+		delete(s.mergeable, e.id)
+	}
+}
+
+// logMeta logs a metadata record and waits until it is durable: layer
+// operations are acknowledged only when they survive a crash.
+func (s *Store) logMeta(effs []effect) error {
+	payload := appendMetaRec(nil, effs)
+	end, err := s.appendLocked(decoded{typ: recMeta, effs: effs}, payload)
+	if err != nil {
+		return err
+	}
+	s.mu.Unlock()
+	err = s.log.waitDurable(end)
+	s.mu.Lock()
+	s.kick()
+	return err
+}
+
+func (s *Store) allocID() uint64 {
+	id := s.nextID
+	s.nextID++
+	return id
+}
+
+// CreateVolume makes a new, empty volume.
+func (s *Store) CreateVolume() (*Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vid, lid := s.allocID(), s.allocID()
+	effs := []effect{
+		{kind: effPutLayer, id: lid, rec: layerRec{lineage: lid, limit: noLimit}},
+		{kind: effPutVolume, id: vid, other: lid},
+	}
+	if err := s.logMeta(effs); err != nil {
+		return nil, err
+	}
+	return &Volume{s: s, id: vid}, nil
+}
+
+// CreateRemoteVolume makes a volume whose basis is the remote layer named
+// name (resolved by Options.Remote), of the given size. Reads of blocks the
+// volume has not written fetch them from the basis and keep them.
+func (s *Store) CreateRemoteVolume(name string, size int64) (*Volume, LayerID, error) {
+	if size < 0 || size > MaxVolumeSize {
+		return nil, 0, ErrTooLarge
+	}
+	if name == "" || len(name) > 1024 {
+		return nil, 0, fmt.Errorf("blockstore: remote name length %d", len(name))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	root, vid, top := s.allocID(), s.allocID(), s.allocID()
+	effs := []effect{
+		{kind: effPutLayer, id: root, rec: layerRec{lineage: root, size: size, limit: noLimit, children: 1, flags: layerFrozen | layerRemote, remote: name}},
+		{kind: effPutLayer, id: top, rec: layerRec{parent: root, lineage: root, size: size, limit: noLimit}},
+		{kind: effPutVolume, id: vid, other: top},
+	}
+	if err := s.logMeta(effs); err != nil {
+		return nil, 0, err
+	}
+	return &Volume{s: s, id: vid}, LayerID(root), nil
+}
+
+// OpenVolume returns a handle on an existing volume.
+func (s *Store) OpenVolume(id VolumeID) (*Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vols[uint64(id)] == nil {
+		return nil, fmt.Errorf("volume %d: %w", id, ErrNotFound)
+	}
+	return &Volume{s: s, id: uint64(id)}, nil
+}
+
+// Volumes lists every volume, in ID order.
+func (s *Store) Volumes() []VolumeID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]VolumeID, 0, len(s.vols))
+	for id := range s.vols {
+		ids = append(ids, VolumeID(id))
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
+}
+
+// DeleteVolume removes a volume; its data stays as long as frozen layers
+// (snapshots, clones) need it.
+func (s *Store) DeleteVolume(id VolumeID) error {
+	s.mu.Lock()
+	v := s.vols[uint64(id)]
+	s.mu.Unlock()
+	if v == nil {
+		return fmt.Errorf("volume %d: %w", id, ErrNotFound)
+	}
+	v.rw.Lock()
+	defer v.rw.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vols[uint64(id)] != v {
+		return fmt.Errorf("volume %d: %w", id, ErrNotFound)
+	}
+	effs := []effect{{kind: effDelVolume, id: uint64(id)}}
+	effs = s.dropLayer(v.top, effs, nil)
+	return s.logMeta(effs)
+}
+
+// dropLayer appends the effects that delete layer id and release its parent,
+// cascading up while ancestors become unreferenced. staged holds records
+// already changed by earlier effects of the same operation.
+// REQUIRES: s.mu held.
+func (s *Store) dropLayer(id uint64, effs []effect, staged map[uint64]*layerRec) []effect {
+	for id != 0 {
+		l := s.layers[id]
+		if l == nil {
+			return effs
+		}
+		effs = append(effs, effect{kind: effDelLayer, id: id, other: l.rec.lineage})
+		p := l.rec.parent
+		if p == 0 {
+			return effs
+		}
+		pr := s.staged(p, staged)
+		if pr == nil {
+			return effs
+		}
+		if pr.children > 0 {
+			pr.children--
+		}
+		if pr.children == 0 && pr.holds == 0 {
+			id = p
+			continue
+		}
+		effs = append(effs, effect{kind: effPutLayer, id: p, rec: *pr})
+		return effs
+	}
+	return effs
+}
+
+func (s *Store) staged(id uint64, staged map[uint64]*layerRec) *layerRec {
+	if staged != nil {
+		if r := staged[id]; r != nil {
+			return r
+		}
+	}
+	l := s.layers[id]
+	if l == nil {
+		return nil
+	}
+	r := l.rec
+	if staged != nil {
+		staged[id] = &r
+	}
+	return &r
+}
+
+// Freeze freezes the top layers of the given volumes in one atomic step and
+// gives each volume a new empty top: the snapshot primitive. It is O(1) in
+// data size and does not pause I/O; the frozen layers hold exactly the writes
+// logged before it. Each returned layer carries one hold for the caller,
+// dropped with Release.
+func (s *Store) Freeze(ids ...VolumeID) ([]LayerID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[VolumeID]bool, len(ids))
+	effs := make([]effect, 0, 3*len(ids))
+	out := make([]LayerID, 0, len(ids))
+	for _, id := range ids {
+		if seen[id] {
+			return nil, fmt.Errorf("blockstore: volume %d named twice", id)
+		}
+		seen[id] = true
+		v := s.vols[uint64(id)]
+		if v == nil {
+			return nil, fmt.Errorf("volume %d: %w", id, ErrNotFound)
+		}
+		old := s.layers[v.top]
+		rec := old.rec
+		rec.flags |= layerFrozen
+		rec.holds++
+		rec.children++
+		nid := s.allocID()
+		effs = append(effs,
+			effect{kind: effPutLayer, id: v.top, rec: rec},
+			effect{kind: effPutLayer, id: nid, rec: layerRec{parent: v.top, lineage: rec.lineage, size: rec.size, limit: noLimit}},
+			effect{kind: effPutVolume, id: uint64(id), other: nid})
+		out = append(out, LayerID(v.top))
+	}
+	if err := s.logMeta(effs); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Hold adds a hold on a frozen layer (a second snapshot naming it, say).
+func (s *Store) Hold(id LayerID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.layers[uint64(id)]
+	if l == nil || !l.rec.frozen() {
+		return fmt.Errorf("frozen layer %d: %w", id, ErrNotFound)
+	}
+	rec := l.rec
+	rec.holds++
+	return s.logMeta([]effect{{kind: effPutLayer, id: uint64(id), rec: rec}})
+}
+
+// Clone makes a new volume over a frozen layer: O(1), no data copied.
+func (s *Store) Clone(id LayerID) (*Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.layers[uint64(id)]
+	if l == nil || !l.rec.frozen() {
+		return nil, fmt.Errorf("frozen layer %d: %w", id, ErrNotFound)
+	}
+	rec := l.rec
+	rec.children++
+	vid, nid := s.allocID(), s.allocID()
+	effs := []effect{
+		{kind: effPutLayer, id: uint64(id), rec: rec},
+		{kind: effPutLayer, id: nid, rec: layerRec{parent: uint64(id), lineage: rec.lineage, size: rec.size, limit: noLimit}},
+		{kind: effPutVolume, id: vid, other: nid},
+	}
+	if err := s.logMeta(effs); err != nil {
+		return nil, err
+	}
+	return &Volume{s: s, id: vid}, nil
+}
+
+// Restore replaces a volume's top with a new empty layer over a frozen layer:
+// the volume reads as that layer did, at once. Writes to the old top are
+// dropped.
+func (s *Store) Restore(vid VolumeID, id LayerID) error {
+	s.mu.Lock()
+	v := s.vols[uint64(vid)]
+	s.mu.Unlock()
+	if v == nil {
+		return fmt.Errorf("volume %d: %w", vid, ErrNotFound)
+	}
+	v.rw.Lock()
+	defer v.rw.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.layers[uint64(id)]
+	if l == nil || !l.rec.frozen() {
+		return fmt.Errorf("frozen layer %d: %w", id, ErrNotFound)
+	}
+	if s.vols[uint64(vid)] != v {
+		return fmt.Errorf("volume %d: %w", vid, ErrNotFound)
+	}
+	staged := make(map[uint64]*layerRec)
+	rec := s.staged(uint64(id), staged)
+	rec.children++
+	nid := s.allocID()
+	effs := []effect{
+		{kind: effPutLayer, id: nid, rec: layerRec{parent: uint64(id), lineage: rec.lineage, size: rec.size, limit: noLimit}},
+		{kind: effPutVolume, id: uint64(vid), other: nid},
+	}
+	effs = s.dropLayer(v.top, effs, staged)
+	// The frozen layer's own record goes first (its children count), unless
+	// the cascade above already wrote it.
+	effs = append([]effect{{kind: effPutLayer, id: uint64(id), rec: *rec}}, effs...)
+	effs = dedupePuts(effs)
+	return s.logMeta(effs)
+}
+
+// dedupePuts keeps, for each layer put more than once, only its last put, at
+// the position of that last put, so effects stay in a valid order.
+func dedupePuts(effs []effect) []effect {
+	last := make(map[uint64]int)
+	for i, e := range effs {
+		if e.kind == effPutLayer {
+			last[e.id] = i
+		}
+	}
+	out := effs[:0:0]
+	for i, e := range effs {
+		if e.kind == effPutLayer && last[e.id] != i {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// Release drops one hold on a frozen layer. A layer with no holds and no
+// children is deleted, and its ancestors with it when they become
+// unreferenced; a layer with one child is merged into it in the background.
+func (s *Store) Release(id LayerID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.layers[uint64(id)]
+	if l == nil || !l.rec.frozen() || l.rec.remote != "" && l.rec.holds == 0 {
+		return fmt.Errorf("held layer %d: %w", id, ErrNotFound)
+	}
+	if l.rec.holds == 0 {
+		return fmt.Errorf("layer %d has no holds: %w", id, ErrNotFound)
+	}
+	rec := l.rec
+	rec.holds--
+	var effs []effect
+	if rec.holds == 0 && rec.children == 0 {
+		effs = s.dropLayer(uint64(id), nil, nil)
+	} else {
+		effs = []effect{{kind: effPutLayer, id: uint64(id), rec: rec}}
+	}
+	return s.logMeta(effs)
+}
+
+// LayerInfo describes a layer for callers above (snapstore, objex).
+type LayerInfo struct {
+	ID       LayerID
+	Parent   LayerID
+	Lineage  LayerID
+	Size     int64
+	Frozen   bool
+	Holds    int
+	Children int
+	Remote   string
+}
+
+// Layer returns a layer's description.
+func (s *Store) Layer(id LayerID) (LayerInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.layers[uint64(id)]
+	if l == nil {
+		return LayerInfo{}, fmt.Errorf("layer %d: %w", id, ErrNotFound)
+	}
+	return LayerInfo{ID: id, Parent: LayerID(l.rec.parent), Lineage: LayerID(l.rec.lineage), Size: l.rec.size,
+		Frozen: l.rec.frozen(), Holds: int(l.rec.holds), Children: int(l.rec.children), Remote: l.rec.remote}, nil
+}
+
+// kick wakes the destage loop.
+func (s *Store) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func blocksFor(size int64, bs int) uint64 {
+	return uint64((size + int64(bs) - 1) / int64(bs))
+}
+
+func u64b(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
