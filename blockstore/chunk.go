@@ -92,14 +92,14 @@ type sealer struct {
 	zenc      *zstd.Encoder // nil unless codec is CodecZstd
 	zdec      *zstd.Decoder // always set: any stored chunk may be zstd
 
-	// sealCap is the room seal reserves in dst: the largest intermediate
+	// sealCap is the room seal works in: the largest intermediate
 	// compressor output plus nonce and tag, so nothing reallocates midway.
 	sealCap int
 	// maxPacked: compressed output longer than this is stored raw.
 	maxPacked int
 
 	hashers sync.Pool // *blake3.Hasher, keyed, reset before use
-	scratch sync.Pool // *[]byte of cap maxSealedLen, for decrypting compressed chunks
+	scratch sync.Pool // *[]byte of cap sealCap: seal's work area, open's decryption output
 }
 
 func newSealer(cfg sealerConfig) (*sealer, error) {
@@ -114,10 +114,6 @@ func newSealer(cfg sealerConfig) (*sealer, error) {
 		return nil, fmt.Errorf("blockstore: fingerprint key: %w", err)
 	}
 	s.hashers.New = func() any { return base.Clone() }
-	s.scratch.New = func() any {
-		b := make([]byte, 0, maxSealedLen(bs))
-		return &b
-	}
 
 	if cfg.EncryptionKey != nil {
 		if len(cfg.EncryptionKey) != chacha20poly1305.KeySize {
@@ -157,6 +153,10 @@ func newSealer(cfg sealerConfig) (*sealer, error) {
 	// Slack for anything a compressor appends beyond its documented bound;
 	// seal copies if it ever does reallocate.
 	s.sealCap = sealNonceSize + packedBound + sealTagSize + 64
+	s.scratch.New = func() any {
+		b := make([]byte, 0, s.sealCap)
+		return &b
+	}
 
 	s.zdec, err = sharedZstdDecoder(bs)
 	if err != nil {
@@ -262,8 +262,23 @@ func (s *sealer) seal(dst []byte, fp Fingerprint, block []byte) (codec uint8, ou
 	if len(block) != s.blockSize {
 		panic(fmt.Sprintf("blockstore: seal of %d bytes with block size %d", len(block), s.blockSize))
 	}
+	if cap(dst)-len(dst) >= s.sealCap {
+		return s.sealInPlace(dst, fp, block)
+	}
+	// Sealing needs room for the compressor's worst case, often twice
+	// the result. Work in scratch so that a caller keeping the result
+	// (pending blocks wait in memory until destage) does not keep the
+	// slack too.
+	sp := s.scratch.Get().(*[]byte)
+	codec, sealed := s.sealInPlace((*sp)[:0], fp, block)
+	dst = append(dst, sealed...)
+	s.scratch.Put(sp)
+	return codec, dst
+}
+
+// sealInPlace is seal for a dst with at least sealCap spare capacity.
+func (s *sealer) sealInPlace(dst []byte, fp Fingerprint, block []byte) (codec uint8, out []byte) {
 	start := len(dst)
-	dst = slices.Grow(dst, s.sealCap)
 	body := start
 	if s.aead != nil {
 		body += sealNonceSize
@@ -367,8 +382,12 @@ func (s *sealer) open(dst []byte, fp Fingerprint, codec uint8, sealed []byte) ([
 	case CodecS2:
 		// Check the declared length first so garbage cannot make s2
 		// allocate a huge buffer.
-		if n, err := s2.DecodedLen(payload); err != nil || n != bs {
-			return dst, corruptf("chunk %s: s2 header declares %d bytes, want %d (%v)", fp, n, bs, err)
+		n, err := s2.DecodedLen(payload)
+		if err != nil {
+			return dst, corruptf("chunk %s: s2: %v", fp, err)
+		}
+		if n != bs {
+			return dst, corruptf("chunk %s: s2 header declares %d bytes, want %d", fp, n, bs)
 		}
 		dst = slices.Grow(dst, bs)
 		out, err := s2.Decode(dst[start:start+bs], payload)

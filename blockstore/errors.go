@@ -29,8 +29,8 @@ var (
 // noSpace wraps err with ErrNoSpace when it is ENOSPC (or EDQUOT), so callers
 // can test errors.Is(err, ErrNoSpace) and still see the cause.
 func noSpace(err error) error {
-	if err == nil {
-		return nil
+	if err == nil || errors.Is(err, ErrNoSpace) {
+		return err
 	}
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return &wrapErr{kind: ErrNoSpace, err: err}

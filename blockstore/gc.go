@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 
 	bolt "go.etcd.io/bbolt"
@@ -202,12 +203,23 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	if len(victims) == 0 {
 		return rep, nil
 	}
-	if s.pack != nil && containsU64(victims, s.pack.id()) {
-		// The open pack is entirely dead: stop appending to it.
-		s.pack.close()
-		s.pack = nil
+	var empty, partial []uint64
+	for _, id := range victims {
+		if packRecs[id].live == 0 {
+			empty = append(empty, id)
+		} else {
+			partial = append(partial, id)
+		}
 	}
-	newBytes, err := s.compact(ctx, victims)
+	// Wholly dead packs go first: that needs no new space, which matters
+	// most on a full disk.
+	if err := s.deletePacks(empty); err != nil {
+		return rep, err
+	}
+	if len(partial) == 0 {
+		return rep, nil
+	}
+	newBytes, err := s.compact(ctx, partial)
 	if err != nil {
 		return rep, err
 	}
@@ -222,6 +234,41 @@ func containsU64(xs []uint64, x uint64) bool {
 		}
 	}
 	return false
+}
+
+// deletePacks forgets packs that hold no live chunk, then deletes their
+// files (I3). REQUIRES: s.destageMu held.
+func (s *Store) deletePacks(ids []uint64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	closeOpen := s.pack != nil && containsU64(ids, s.pack.id())
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		pb := tx.Bucket(bPacks)
+		for _, id := range ids {
+			if err := pb.Delete(u64b(id)); err != nil {
+				return err
+			}
+		}
+		if closeOpen {
+			return tx.Bucket(bMeta).Put(kOpenPack, u64b(0))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("blockstore: gc: %w", noSpace(err))
+	}
+	if closeOpen {
+		s.pack.close()
+		s.pack, s.packCommitted = nil, 0
+	}
+	for _, id := range ids {
+		s.packs.forget(id)
+		if err := removeFile(packPath(s.dir, id)); err != nil {
+			s.logger.Warn("blockstore: gc: removing dead pack", "pack", id, "err", err)
+		}
+	}
+	return syncDir(filepath.Join(s.dir, "packs"))
 }
 
 // compact copies the live chunks of the victim packs into new packs, makes
@@ -385,7 +432,7 @@ func (s *Store) compact(ctx context.Context, victims []uint64) (int64, error) {
 			s.logger.Warn("blockstore: gc: removing compacted pack", "pack", v, "err", err)
 		}
 	}
-	return newBytes, syncDir(s.dir + "/packs")
+	return newBytes, syncDir(filepath.Join(s.dir, "packs"))
 }
 
 // ScrubReport is the result of verifying every chunk.

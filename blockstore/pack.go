@@ -106,25 +106,26 @@ func appendChunkHeader(dst []byte, fp *Fingerprint, codec uint8, sealedLen int) 
 	return append(dst, fp[:]...)
 }
 
-// checkSealedLen rejects lengths no sealer can produce. Raw chunks have an
-// exact size, so a damaged length or codec byte is caught here, before a
-// scan goes on to misread every record after it.
-func checkSealedLen(n uint64, codec uint8, blockSize int) error {
+// sealedLenProblem describes why no sealer could have produced a sealed
+// part of n bytes with this codec, or returns "". Raw chunks have an exact
+// size, so a damaged length or codec byte is caught here, before a scan
+// goes on to misread every record after it.
+func sealedLenProblem(n uint64, codec uint8, blockSize int) string {
 	limit := uint64(max(maxSealedLen(blockSize), 0))
 	if n == 0 || n > limit {
-		return corruptf("chunk record: sealed length %d out of range (max %d)", n, limit)
+		return fmt.Sprintf("sealed length %d out of range (max %d)", n, limit)
 	}
 	overhead := uint64(0)
 	if codec&FlagEncrypted != 0 {
 		overhead = sealNonceSize + sealTagSize
 		if n <= overhead {
-			return corruptf("chunk record: encrypted length %d too short", n)
+			return fmt.Sprintf("encrypted length %d too short", n)
 		}
 	}
 	if codec&^FlagEncrypted == CodecRaw && n != uint64(blockSize)+overhead {
-		return corruptf("chunk record: raw chunk of %d bytes, want %d", n, uint64(blockSize)+overhead)
+		return fmt.Sprintf("raw chunk of %d bytes, want %d", n, uint64(blockSize)+overhead)
 	}
-	return nil
+	return ""
 }
 
 // decodeChunkRecord parses the record at the start of buf; n is its total
@@ -142,8 +143,8 @@ func decodeChunkRecord(buf []byte, blockSize int) (fp Fingerprint, codec uint8, 
 	if !validCodec(codec) {
 		return fp, 0, nil, 0, corruptf("chunk record: unknown codec %#02x", codec)
 	}
-	if err := checkSealedLen(uint64(sealedLen), codec, blockSize); err != nil {
-		return fp, 0, nil, 0, err
+	if p := sealedLenProblem(uint64(sealedLen), codec, blockSize); p != "" {
+		return fp, 0, nil, 0, corruptf("chunk record: %s", p)
 	}
 	if uint64(sealedLen) > uint64(len(buf)-chunkHeaderSize) {
 		return fp, 0, nil, 0, corruptf("chunk record: sealed length %d, only %d bytes follow", sealedLen, len(buf)-chunkHeaderSize)
@@ -228,8 +229,8 @@ func scanPack(r io.Reader, blockSize int, fn func(off int64, fp Fingerprint, cod
 		}
 		// Check the length before reading the body so a garbage length
 		// cannot run past rec.
-		if err := checkSealedLen(uint64(binary.LittleEndian.Uint32(rec[0:4])), rec[4], blockSize); err != nil {
-			return fmt.Errorf("pack record at offset %d: %w", off, err)
+		if p := sealedLenProblem(uint64(binary.LittleEndian.Uint32(rec[0:4])), rec[4], blockSize); p != "" {
+			return corruptf("pack record at offset %d: %s", off, p)
 		}
 		body := rec[:chunkHeaderSize+int(binary.LittleEndian.Uint32(rec[0:4]))]
 		if _, err := io.ReadFull(br, body[chunkHeaderSize:]); err != nil {
@@ -375,8 +376,8 @@ func (w *packWriter) append(fp Fingerprint, codec uint8, sealed []byte) (off int
 	if !validCodec(codec) {
 		return 0, fmt.Errorf("blockstore: pack append: invalid codec %#02x", codec)
 	}
-	if err := checkSealedLen(uint64(len(sealed)), codec, w.blockSize); err != nil {
-		return 0, fmt.Errorf("blockstore: pack append: %v", err)
+	if p := sealedLenProblem(uint64(len(sealed)), codec, w.blockSize); p != "" {
+		return 0, fmt.Errorf("blockstore: pack append: %s", p)
 	}
 	if len(w.buf)+chunkHeaderSize+len(sealed) > cap(w.buf) {
 		if err := w.flush(); err != nil {

@@ -61,8 +61,14 @@ type Options struct {
 	SegmentSize int64
 	// PackSize is the size at which a pack is closed. 0 = 32 MiB.
 	PackSize int64
+	// ReserveBytes is free space kept back from data writes so that
+	// destage, deletes, truncates and GC can always make progress on a full
+	// file system. 0 = 2*SegmentSize + 32 MiB.
+	ReserveBytes int64
 	// Remote resolves the name recorded in a remote layer to its basis.
 	Remote func(name string) (RemoteBasis, error)
+
+	noSpaceCheck bool // tests: let writes run into the real ENOSPC paths
 }
 
 const (
@@ -135,6 +141,8 @@ type Store struct {
 	gcMark *bitset      // non-nil while a GC marks (I7)
 
 	stripes [4096]sync.Mutex
+
+	space spaceGauge
 
 	wake chan struct{}
 	stop chan struct{}
@@ -301,6 +309,12 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	if o.PackSize <= 0 {
 		o.PackSize = defaultPackSize
+	}
+	if o.SegmentSize <= 0 {
+		o.SegmentSize = 64 << 20
+	}
+	if o.ReserveBytes <= 0 {
+		o.ReserveBytes = 2*o.SegmentSize + 32<<20
 	}
 	if !IsInitialized(dir) {
 		return nil, fmt.Errorf("blockstore: %s: no datastore (run init): %w", dir, fs.ErrNotExist)

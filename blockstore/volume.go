@@ -457,6 +457,9 @@ func (v *Volume) write(p []byte, off int64, stable bool) (int, error) {
 	if err := s.waitRoom(); err != nil {
 		return 0, err
 	}
+	if err := s.checkSpace(int64(len(p))); err != nil {
+		return 0, err
+	}
 	vs.rw.RLock()
 	defer vs.rw.RUnlock()
 	bs := int64(s.bs)

@@ -1,0 +1,51 @@
+package blockstore
+
+import (
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// spaceGauge caches the file system's free space, so a data write costs a
+// statfs only every few milliseconds.
+type spaceGauge struct {
+	mu   sync.Mutex // guards free and at
+	free int64
+	at   time.Time
+}
+
+const spaceRefresh = 10 * time.Millisecond
+
+// checkSpace refuses a data write of n bytes when, after it and after
+// everything in the log is destaged, less than ReserveBytes would be free.
+// The reserve is what lets destage, deletes, truncates and GC run on a full
+// disk, so space can be given back without a restart.
+func (s *Store) checkSpace(n int64) error {
+	if s.opts.noSpaceCheck {
+		return nil
+	}
+	g := &s.space
+	g.mu.Lock()
+	if time.Since(g.at) > spaceRefresh {
+		var st unix.Statfs_t
+		if err := unix.Statfs(s.dir, &st); err != nil {
+			g.mu.Unlock()
+			return fmt.Errorf("blockstore: statfs: %w", err)
+		}
+		g.free = int64(st.Bavail) * int64(st.Bsize)
+		g.at = time.Now()
+	}
+	free := g.free
+	g.free -= n // until the next refresh, assume the worst
+	g.mu.Unlock()
+	s.mu.Lock()
+	queued := s.queueBytes
+	s.mu.Unlock()
+	if free-queued-n < s.opts.ReserveBytes {
+		return noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d reserved: %w", free, queued, s.opts.ReserveBytes, syscall.ENOSPC))
+	}
+	return nil
+}
