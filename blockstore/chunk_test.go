@@ -246,7 +246,7 @@ func TestSealerConfig(t *testing.T) {
 	}
 }
 
-func TestFingerprintString(t *testing.T) {
+func TestChunkFingerprintString(t *testing.T) {
 	var fp Fingerprint
 	fp[0], fp[31] = 0xAB, 0x01
 	want := "ab" + string(bytes.Repeat([]byte("00"), 30)) + "01"

@@ -72,6 +72,10 @@ func logRecordSize(n int) int {
 	return (logRecHeaderSize + n + logRecAlign - 1) &^ (logRecAlign - 1)
 }
 
+// logRecordEnd is the LSN just past a record at lsn with an n-byte payload:
+// what append returned for it, and so what a checkpoint covering it is.
+func logRecordEnd(lsn LSN, n int) LSN { return lsn + LSN(logRecordSize(n)) }
+
 // appendLogRecord appends the padded record for lsn whose payload is the
 // concatenation of parts (n bytes in all) to dst.
 func appendLogRecord(dst []byte, lsn LSN, n int, parts ...[]byte) []byte {
@@ -282,15 +286,28 @@ type logFile struct {
 	ok    bool // header valid and naming this file's seq
 }
 
+// nvlog is the write-ahead log. Its directory holds:
+//
+//   - NNNN.log: segments. Replay follows the chain of consecutive seqs whose
+//     headers name their own file and whose start LSNs continue exactly where
+//     the previous segment's valid records end.
+//   - NNNN.spare: recycled segments, kept preallocated for a full disk. Their
+//     records all lie below an LSN the log has passed, so once reused under a
+//     new start LSN none can match a position replay expects. They are only
+//     made by truncate; a .log file that is not in the chain at open may hold
+//     records of a lost history at LSNs the log will reach again, so it is
+//     deleted rather than recycled.
+//
+// Lock order: fmu before mu, never the other way round.
 type nvlog struct {
 	dir  string
 	opts logOptions
 
 	syncs atomic.Int64 // fdatasyncs issued by the flusher
 
-	// fmu serializes changes to the set of files (prepare, recycle). It is
-	// never acquired with mu held, so that file system calls do not stall
-	// appenders and the flusher.
+	// fmu serializes changes to the set of files (prepare, recycle), which
+	// are slow enough that holding mu for them would stall appenders and the
+	// flusher.
 	fmu    sync.Mutex
 	spares []logSpare
 
@@ -1073,6 +1090,10 @@ func (l *nvlog) nextBatchLocked(timer *time.Timer) *logBatch {
 		l.free = nil
 		nb.start = b.start + LSN(len(b.buf))
 		nb.buf = nb.buf[:0]
+		if cap(nb.buf) > logMaxBuffered {
+			// Only a huge record gets a buffer this big; do not keep it.
+			nb.buf = nil
+		}
 		clear(nb.cuts)
 		nb.cuts = nb.cuts[:0]
 		l.fill = nb

@@ -182,7 +182,7 @@ func TestLogRoundTripRotations(t *testing.T) {
 	}
 	ends := appendN(t, l, 0, 400)
 	for i := 1; i < len(ends); i++ {
-		if want := ends[i-1] + LSN(logRecordSize(len(testPayload(i)))); ends[i] != want {
+		if want := logRecordEnd(ends[i-1], len(testPayload(i))); ends[i] != want {
 			t.Fatalf("record %d ends at %d, want %d", i, ends[i], want)
 		}
 	}
@@ -697,7 +697,8 @@ func TestLogSyncFailure(t *testing.T) {
 			}
 			t.Cleanup(func() { logFdatasync = old })
 			dir := t.TempDir()
-			l, _, _ := replayAll(t, dir, logOptions{}, 0)
+			opts := logOptions{SegmentSize: 64 << 10}
+			l, _, _ := replayAll(t, dir, opts, 0)
 			good, err := l.append([]byte("durable"))
 			if err == nil {
 				err = l.waitDurable(good)
@@ -729,7 +730,7 @@ func TestLogSyncFailure(t *testing.T) {
 			if err2 := l.close(); !errors.Is(err2, errno) {
 				t.Fatalf("close of a failed log: %v", err2)
 			}
-			recs, _ := readLog(t, dir, logOptions{}, 0)
+			recs, _ := readLog(t, dir, opts, 0)
 			if len(recs) == 0 || string(recs[0].payload) != "durable" {
 				t.Fatalf("replay after failure: %d records", len(recs))
 			}

@@ -146,7 +146,8 @@ type Store struct {
 
 	wake chan struct{}
 	stop chan struct{}
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // the destage loop
+	bg   sync.WaitGroup // read-aheads
 }
 
 // layer is the in-memory state of a layer: its record as of the log head,
@@ -193,6 +194,8 @@ type volState struct {
 	chainGen uint64
 	seqEnd   int64 // where the last read ended, for read-ahead (guarded by Store.mu)
 	seqRun   int
+	// readingAhead: a read-ahead of this volume is running (guarded by Store.mu)
+	readingAhead bool
 }
 
 // Volume is a handle on a volume. Handles are cheap; several may name the
@@ -502,6 +505,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
+	s.bg.Wait()
 	err := s.log.close()
 	s.destageMu.Lock()
 	if s.pack != nil {

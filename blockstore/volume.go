@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -121,7 +120,7 @@ func (v *Volume) Top() LayerID {
 // Pending entries are looked up under s.mu, then bbolt in one read
 // transaction; the higher layer wins, and a pending entry wins a tie
 // because it is newer.
-func (s *Store) resolve(vs *volState, first uint64, n int, readahead bool) ([]blockRef, *chain, error) {
+func (s *Store) resolve(vs *volState, first uint64, n int) ([]blockRef, *chain, error) {
 	refs := make([]blockRef, n)
 	pendRank := make([]int, n)
 	s.mu.Lock()
@@ -302,7 +301,7 @@ func (s *Store) readAt(vs *volState, p []byte, off int64) (int, error) {
 
 // readBlocks returns the plaintext of n blocks (nil for a hole).
 func (s *Store) readBlocks(vs *volState, first uint64, n int, seq bool) ([][]byte, error) {
-	refs, c, err := s.resolve(vs, first, n, seq)
+	refs, c, err := s.resolve(vs, first, n)
 	if err != nil {
 		return nil, err
 	}
@@ -413,8 +412,22 @@ func (s *Store) readAhead(vs *volState, from uint64) {
 	if n < 4 {
 		n = 4
 	}
+	s.mu.Lock()
+	if s.closed || vs.readingAhead {
+		s.mu.Unlock()
+		return
+	}
+	vs.readingAhead = true
+	s.bg.Add(1)
+	s.mu.Unlock()
 	go func() {
-		refs, _, err := s.resolve(vs, from, n, false)
+		defer func() {
+			s.mu.Lock()
+			vs.readingAhead = false
+			s.mu.Unlock()
+			s.bg.Done()
+		}()
+		refs, _, err := s.resolve(vs, from, n)
 		if err != nil {
 			return
 		}
@@ -692,8 +705,9 @@ func (s *Store) waitRoom() error {
 		if s.closed {
 			return ErrClosed
 		}
-		if s.destageErr != nil && errors.Is(s.destageErr, ErrNoSpace) {
-			return s.destageErr
+		if s.destageErr != nil {
+			// Destage is failing; do not let writers queue behind it forever.
+			return fmt.Errorf("blockstore: log full and destage failing: %w", s.destageErr)
 		}
 		s.kick()
 		s.room.Wait()

@@ -1,0 +1,747 @@
+package blockstore
+
+// Store-level benchmarks: ingest, stable 4 KiB writes, random and sequential
+// reads, each on a real store on the real disk, and two opt-in tests that
+// check the issue's targets (write scaling, peak RSS of a large ingest).
+//
+// Every store lives in b.TempDir(), so TMPDIR must be on a disk file system,
+// not tmpfs; perfDir warns when it is not. docs/notes/benchmarks.md records
+// the figures. Typical runs:
+//
+//	go test -run XXX -bench Ingest -benchtime 3x .   # one op = 256 MiB
+//	go test -run XXX -bench 'StableWrite|Read' .     # one op = one I/O
+//	go test -run TestStableWriteScaling -scaling -v .
+//	go test -run TestPeakRSS -rss -rss.size 8GiB -timeout 30m -v .
+
+import (
+	"bufio"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	perfScaling = flag.Bool("scaling", false, "run TestStableWriteScaling: 1 vs 64 stable 4 KiB writers, 3 s each, ratio must be >= 10")
+	perfRSS     = flag.Bool("rss", false, "run TestPeakRSS: a child process ingests -rss.size of unique data; its peak RSS must stay under 512 MiB")
+	perfRSSSize = perfByteSize(8 << 30)
+)
+
+func init() {
+	flag.Var(&perfRSSSize, "rss.size", "bytes TestPeakRSS ingests (suffixes KiB, MiB, GiB)")
+}
+
+const (
+	perfWrite  = 1 << 20   // ingest write size
+	perfBatch  = 256 << 20 // ingest bytes per benchmark op, Sync'ed at its end
+	perfDupSet = 64 << 20  // the data the duplicate benchmark writes again and again
+	perfRegion = 1 << 30   // region the write and read benchmarks work in
+	perfIO     = 4 << 10   // small I/O size
+	// perfCorpusSize of real OS files, half from each root.
+	perfCorpusSize = 128 << 20
+	perfDiskBytes  = 256 << 20 // written to measure the disk's own rate
+	perfRSSLimit   = 512 << 20
+	perfRSSChild   = "DSTORE_PERF_RSS_CHILD" // names the child's datastore dir
+)
+
+// perfByteSize is a flag value in bytes that accepts KiB/MiB/GiB suffixes.
+type perfByteSize int64
+
+func (s *perfByteSize) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *perfByteSize) Set(v string) error {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if strings.HasSuffix(v, u.suffix) {
+			v, mult = strings.TrimSuffix(v, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("bad size %q", v)
+	}
+	*s = perfByteSize(n * mult)
+	return nil
+}
+
+// perfDir is a fresh directory for a store, warning when it is on tmpfs:
+// figures from RAM say nothing about the disk.
+func perfDir(tb testing.TB) string {
+	dir := tb.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.TMPFS_MAGIC {
+		tb.Logf("WARNING: %s is on tmpfs; set TMPDIR to a directory on a disk for meaningful figures", dir)
+	}
+	return dir
+}
+
+// perfOpen makes and opens a datastore in dir; the cleanup closes it unless
+// the caller already did.
+func perfOpen(tb testing.TB, dir string) *Store {
+	tb.Helper()
+	if !IsInitialized(dir) {
+		if err := Init(dir, InitOptions{}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			tb.Error(err)
+		}
+	})
+	return s
+}
+
+// perfEvict drops dir's files from the page cache, so the next reads come
+// from the disk. The files must be durable (fadvise does not drop dirty
+// pages), which they are after Flush or Close.
+func perfEvict(tb testing.TB, dir string) {
+	tb.Helper()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// perfKeystream fills p with AES-CTR keystream: random-looking bytes at
+// several GB/s, so generating unique data costs little next to storing it.
+func perfKeystream(seed uint64) cipher.Stream {
+	var key, iv [16]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	blk, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic(err)
+	}
+	return cipher.NewCTR(blk, iv[:])
+}
+
+func perfRandom(p []byte, seed uint64) {
+	clear(p)
+	perfKeystream(seed).XORKeyStream(p, p)
+}
+
+// perfCorpus is ~128 MiB of real OS files, half from shared libraries and
+// half from /usr/share, at most 1 MiB from any one file, each file padded to
+// 4 KiB as a file system would lay it out; cut to a whole number of MiB.
+var perfCorpus = sync.OnceValues(func() ([]byte, error) {
+	corpus := make([]byte, 0, perfCorpusSize+(1<<20))
+	for _, root := range []string{"/usr/lib/x86_64-linux-gnu", "/usr/share"} {
+		limit := len(corpus) + perfCorpusSize/2
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			if len(corpus) >= limit {
+				return filepath.SkipAll
+			}
+			data, err := os.ReadFile(path)
+			if err != nil || len(data) == 0 {
+				return nil
+			}
+			data = data[:min(len(data), 1<<20, limit-len(corpus))]
+			corpus = append(corpus, data...)
+			if pad := len(corpus) % 4096; pad != 0 {
+				corpus = append(corpus, make([]byte, 4096-pad)...)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	corpus = corpus[:len(corpus)&^(perfWrite-1)]
+	if len(corpus) < perfCorpusSize/2 {
+		return nil, fmt.Errorf("only %d bytes of OS files under /usr/lib/x86_64-linux-gnu and /usr/share", len(corpus))
+	}
+	return corpus, nil
+})
+
+var perfRandPool = sync.OnceValue(func() []byte {
+	p := make([]byte, perfDupSet)
+	perfRandom(p, 1)
+	return p
+})
+
+// Stamps make a pool of data yield new blocks on every pass.
+const (
+	stampNone   = iota // the pool as it is: every pass duplicates the last
+	stampUnique        // the first word of every block is a counter: all unique
+	stampPass          // non-zero blocks get a per-pass mask on their first word
+)
+
+// perfSource hands out the 1 MiB writes of a benchmark from a pool of data.
+// stampPass keeps what makes real data real: zero blocks stay zero, blocks
+// equal within a pass stay equal, compressibility barely changes.
+type perfSource struct {
+	pool  []byte
+	bs    int
+	stamp int
+	zero  []bool // stampPass: block i of the pool is all zeros
+	pos   int
+	pass  uint64
+	ctr   uint64
+	buf   []byte
+}
+
+func newPerfSource(pool []byte, bs, stamp int) *perfSource {
+	src := &perfSource{pool: pool, bs: bs, stamp: stamp, buf: make([]byte, perfWrite)}
+	if stamp == stampPass {
+		src.zero = make([]bool, len(pool)/bs)
+		for i := range src.zero {
+			src.zero[i] = isZero(pool[i*bs : (i+1)*bs])
+		}
+	}
+	return src
+}
+
+func (src *perfSource) next() []byte {
+	if src.pos == len(src.pool) {
+		src.pos = 0
+		src.pass++
+	}
+	piece := src.pool[src.pos : src.pos+perfWrite]
+	first := src.pos / src.bs
+	src.pos += perfWrite
+	if src.stamp == stampNone {
+		return piece
+	}
+	copy(src.buf, piece)
+	mask := (src.pass + 1) * 0x9E3779B97F4A7C15
+	for b := 0; b < perfWrite/src.bs; b++ {
+		w := src.buf[b*src.bs:]
+		switch src.stamp {
+		case stampUnique:
+			src.ctr++
+			binary.LittleEndian.PutUint64(w, src.ctr)
+		case stampPass:
+			if !src.zero[first+b] {
+				binary.LittleEndian.PutUint64(w, binary.LittleEndian.Uint64(w)^mask)
+			}
+		}
+	}
+	return src.buf
+}
+
+// perfDisk is the disk's own sequential write rate with fdatasync, in MB/s,
+// measured once per process next to the first store.
+var perfDisk struct {
+	once sync.Once
+	mbps float64
+	err  error
+}
+
+func perfDiskRate(tb testing.TB, dir string) float64 {
+	perfDisk.once.Do(func() { perfDisk.mbps, perfDisk.err = measureDiskRate(dir) })
+	if perfDisk.err != nil {
+		tb.Fatal(perfDisk.err)
+	}
+	return perfDisk.mbps
+}
+
+func measureDiskRate(dir string) (float64, error) {
+	f, err := os.CreateTemp(dir, "diskrate-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, perfWrite)
+	perfRandom(buf, 2)
+	start := time.Now()
+	for n := 0; n < perfDiskBytes; n += len(buf) {
+		if _, err := f.Write(buf); err != nil {
+			return 0, err
+		}
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return 0, err
+	}
+	return perfDiskBytes / time.Since(start).Seconds() / 1e6, nil
+}
+
+// perfFill writes size bytes of compressible data (the OS corpus, a new pass
+// each time round) to v from offset 0 and destages it.
+func perfFill(tb testing.TB, s *Store, v *Volume, size int64) {
+	tb.Helper()
+	corpus, err := perfCorpus()
+	if err != nil {
+		tb.Skip(err)
+	}
+	src := newPerfSource(corpus, s.BlockSize(), stampPass)
+	for off := int64(0); off < size; off += perfWrite {
+		if _, err := v.WriteAt(src.next(), off); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := v.Sync(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// BenchmarkIngest writes 256 MiB per op in 1 MiB WriteAt calls and Syncs at
+// the end of each op; the destage of everything (Flush) is timed too. The
+// x-disk metric is ingest MB/s over the disk's own sequential write rate with
+// fdatasync (disk-MB/s). Targets: compressible >= 0.8 x-disk, duplicate
+// >= 1500 MB/s.
+func BenchmarkIngest(b *testing.B) {
+	for _, kind := range []string{"incompressible", "compressible", "duplicate"} {
+		b.Run(kind, func(b *testing.B) { benchIngest(b, kind) })
+	}
+}
+
+func benchIngest(b *testing.B, kind string) {
+	dir := perfDir(b)
+	disk := perfDiskRate(b, dir)
+	s := perfOpen(b, dir)
+	bs := s.BlockSize()
+	var src *perfSource
+	switch kind {
+	case "incompressible":
+		src = newPerfSource(perfRandPool(), bs, stampUnique)
+	case "compressible":
+		corpus, err := perfCorpus()
+		if err != nil {
+			b.Skip(err)
+		}
+		src = newPerfSource(corpus, bs, stampPass)
+	case "duplicate":
+		corpus, err := perfCorpus()
+		if err != nil {
+			b.Skip(err)
+		}
+		src = newPerfSource(corpus[:perfDupSet], bs, stampNone)
+	}
+	v, err := s.CreateVolume()
+	if err != nil {
+		b.Fatal(err)
+	}
+	off := int64(0)
+	if kind == "duplicate" {
+		// Prime: the data is stored and indexed before the timer starts, as
+		// a golden image is before its clones are written.
+		for ; off < perfDupSet; off += perfWrite {
+			if _, err := v.WriteAt(src.next(), off); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(perfBatch)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for n := 0; n < perfBatch; n += perfWrite {
+			if _, err := v.WriteAt(src.next(), off); err != nil {
+				b.Fatal(err)
+			}
+			off += perfWrite
+		}
+		if err := v.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	mbps := float64(b.N) * perfBatch / b.Elapsed().Seconds() / 1e6
+	b.ReportMetric(mbps/disk, "x-disk")
+	b.ReportMetric(disk, "disk-MB/s")
+	if st, err := s.Stats(); err == nil {
+		b.ReportMetric(st.CompressionRatio, "compress-x")
+		b.ReportMetric(st.DedupeRatio, "dedupe-x")
+	}
+}
+
+// perfStableEnv is a store with a 1 GiB region of compressible data frozen
+// under four volumes (the original and three clones), as after a snapshot
+// or a clone: the 4 KiB writes then read-modify-write real blocks.
+type perfStableEnv struct {
+	s    *Store
+	vols []*Volume
+}
+
+func newPerfStableEnv(tb testing.TB) *perfStableEnv {
+	tb.Helper()
+	s := perfOpen(tb, perfDir(tb))
+	v, err := s.CreateVolume()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	perfFill(tb, s, v, perfRegion)
+	frozen, err := s.Freeze(v.ID())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	env := &perfStableEnv{s: s, vols: []*Volume{v}}
+	for range 3 {
+		c, err := s.Clone(frozen[0])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		env.vols = append(env.vols, c)
+	}
+	return env
+}
+
+// run does stable 4 KiB writes at random aligned offsets of the region,
+// spread over the first nvols volumes, from writers goroutines, until n
+// writes are done (n > 0) or d has passed (d > 0). It returns the writes done.
+func (e *perfStableEnv) run(writers, nvols int, n int64, d time.Duration) (int64, error) {
+	var (
+		claimed, done atomic.Int64
+		firstErr      error
+		errOnce       sync.Once
+		wg            sync.WaitGroup
+		deadline      time.Time
+		stamp         atomic.Uint64
+	)
+	if d > 0 {
+		deadline = time.Now().Add(d)
+	}
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			buf := make([]byte, perfIO)
+			perfRandom(buf, uint64(w)+100)
+			for {
+				if n > 0 && claimed.Add(1) > n {
+					return
+				}
+				if d > 0 && time.Now().After(deadline) {
+					return
+				}
+				binary.LittleEndian.PutUint64(buf, stamp.Add(1))
+				v := e.vols[rng.IntN(nvols)]
+				off := rng.Int64N(perfRegion/perfIO) * perfIO
+				if _, err := v.WriteAtStable(buf, off); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return done.Load(), firstErr
+}
+
+// BenchmarkStableWrite4K: one op is one 4 KiB WriteAtStable. Target: 64
+// writers reach at least 10x the IOPS of one (TestStableWriteScaling checks
+// it).
+func BenchmarkStableWrite4K(b *testing.B) {
+	env := newPerfStableEnv(b)
+	for _, c := range []struct{ writers, vols int }{{1, 1}, {16, 1}, {64, 1}, {64, 4}} {
+		name := fmt.Sprintf("writers=%d", c.writers)
+		if c.vols > 1 {
+			name += fmt.Sprintf(",vols=%d", c.vols)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(perfIO)
+			b.ReportAllocs()
+			b.ResetTimer()
+			if _, err := env.run(c.writers, c.vols, int64(b.N), 0); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "IOPS")
+			// The next run starts with an empty log, not this one's backlog.
+			if err := env.s.Flush(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestStableWriteScaling checks the issue's target: 64 concurrent stable
+// 4 KiB writers reach at least 10x one writer's IOPS (group commit).
+func TestStableWriteScaling(t *testing.T) {
+	if !*perfScaling {
+		t.Skip("enable with -scaling")
+	}
+	env := newPerfStableEnv(t)
+	const d = 3 * time.Second
+	iops := map[int]float64{}
+	for _, writers := range []int{1, 64} {
+		start := time.Now()
+		n, err := env.run(writers, 1, 0, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iops[writers] = float64(n) / time.Since(start).Seconds()
+		t.Logf("%2d writers: %d stable 4 KiB writes in %v: %.0f IOPS", writers, n, d, iops[writers])
+		if err := env.s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ratio := iops[64] / iops[1]
+	t.Logf("64 writers / 1 writer = %.1fx (target >= 10x)", ratio)
+	if ratio < 10 {
+		t.Errorf("64 writers reach %.1fx one writer's IOPS, want >= 10x", ratio)
+	}
+}
+
+// perfReadEnv makes a store whose volume holds 1 GiB of compressible data,
+// destaged and closed, so each timed run can open a cold handle on it.
+func perfReadEnv(b *testing.B) (string, VolumeID) {
+	dir := perfDir(b)
+	s := perfOpen(b, dir)
+	v, err := s.CreateVolume()
+	if err != nil {
+		b.Fatal(err)
+	}
+	perfFill(b, s, v, perfRegion)
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return dir, v.ID()
+}
+
+// perfColdOpen evicts the store's files from the page cache and opens a
+// fresh handle: an empty chunk cache over data that must come from disk.
+func perfColdOpen(b *testing.B, dir string, id VolumeID) (*Store, *Volume) {
+	perfEvict(b, dir)
+	s, err := Open(dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := s.OpenVolume(id)
+	if err != nil {
+		s.Close()
+		b.Fatal(err)
+	}
+	return s, v
+}
+
+// BenchmarkRandRead4K: one op is one 4 KiB ReadAt at a random aligned
+// offset of 1 GiB of destaged compressible data, from a cold start.
+func BenchmarkRandRead4K(b *testing.B) {
+	dir, id := perfReadEnv(b)
+	for _, readers := range []int{1, 16} {
+		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
+			s, v := perfColdOpen(b, dir, id)
+			defer s.Close()
+			b.SetBytes(perfIO)
+			b.ReportAllocs()
+			b.ResetTimer()
+			var (
+				claimed atomic.Int64
+				wg      sync.WaitGroup
+				errOnce sync.Once
+				rerr    error
+			)
+			for r := range readers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(r), 7))
+					buf := make([]byte, perfIO)
+					for claimed.Add(1) <= int64(b.N) {
+						off := rng.Int64N(perfRegion/perfIO) * perfIO
+						if _, err := v.ReadAt(buf, off); err != nil {
+							errOnce.Do(func() { rerr = err })
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			if rerr != nil {
+				b.Fatal(rerr)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "IOPS")
+		})
+	}
+}
+
+// BenchmarkSeqRead: one op is one 1 MiB ReadAt, in order through 1 GiB of
+// destaged compressible data; every pass starts cold.
+func BenchmarkSeqRead(b *testing.B) {
+	dir, id := perfReadEnv(b)
+	s, v := perfColdOpen(b, dir, id)
+	defer s.Close()
+	buf := make([]byte, perfWrite)
+	b.SetBytes(perfWrite)
+	b.ReportAllocs()
+	b.ResetTimer()
+	off := int64(0)
+	for i := 0; i < b.N; i++ {
+		if off == perfRegion {
+			b.StopTimer()
+			perfEvict(b, dir)
+			off = 0
+			b.StartTimer()
+		}
+		if _, err := v.ReadAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+		off += perfWrite
+	}
+}
+
+// TestPeakRSS checks that ingesting -rss.size (8 GiB) of unique data keeps
+// the process's peak RSS under 512 MiB. The ingest runs in a child process
+// (this test binary again) so that the figure is its own, not this one's.
+func TestPeakRSS(t *testing.T) {
+	if dir := os.Getenv(perfRSSChild); dir != "" {
+		perfRSSIngest(t, dir, int64(perfRSSSize))
+		return
+	}
+	if !*perfRSS {
+		t.Skip("enable with -rss [-rss.size 8GiB]")
+	}
+	size := int64(perfRSSSize)
+	dir := perfDir(t)
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	// The log is bounded (256 MiB) but packs hold all of it.
+	if need, free := size+size/8+(1<<30), int64(st.Bavail)*st.Bsize; free < need {
+		t.Fatalf("%s has %d MiB free, the test needs about %d MiB", dir, free>>20, need>>20)
+	}
+	ctx := t.Context()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPeakRSS$", "-test.v", "-test.timeout=0",
+		"-rss.size="+strconv.FormatInt(size, 10))
+	cmd.Env = append(os.Environ(), perfRSSChild+"="+dir)
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	out, err := cmd.Output()
+	elapsed := time.Since(start)
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`(?m)^DSTORE_RSS (.*)$`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("child printed no DSTORE_RSS line:\n%s", out)
+	}
+	fields := map[string]int64{}
+	for _, kv := range strings.Fields(string(m[1])) {
+		k, v, _ := strings.Cut(kv, "=")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("child: bad field %q", kv)
+		}
+		fields[k] = n
+	}
+	hwm := fields["vmhwm_kib"] << 10
+	t.Logf("ingested %d MiB of unique data in %v (%.0f MB/s, Flush and Close included; child %v)",
+		size>>20, time.Duration(fields["ingest_ns"]).Round(time.Millisecond),
+		float64(size)/time.Duration(fields["ingest_ns"]).Seconds()/1e6, elapsed.Round(time.Millisecond))
+	t.Logf("peak RSS (VmHWM) %d MiB, limit %d MiB; Go runtime: sys %d MiB, heap_sys %d MiB, total alloc %d MiB, %d GCs",
+		hwm>>20, perfRSSLimit>>20, fields["sys"]>>20, fields["heap_sys"]>>20, fields["total_alloc"]>>20, fields["num_gc"])
+	if hwm == 0 {
+		t.Fatal("child reported no VmHWM")
+	}
+	if hwm >= perfRSSLimit {
+		t.Errorf("peak RSS %d MiB, want < %d MiB", hwm>>20, perfRSSLimit>>20)
+	}
+}
+
+// perfRSSIngest is TestPeakRSS's child: it ingests size bytes of unique,
+// incompressible data in 1 MiB writes, Syncing every 256 MiB, then Flushes
+// and Closes and prints its peak RSS.
+func perfRSSIngest(t *testing.T, dir string, size int64) {
+	if err := Init(dir, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := perfKeystream(uint64(time.Now().UnixNano()))
+	buf := make([]byte, perfWrite)
+	start := time.Now()
+	for off := int64(0); off < size; off += perfWrite {
+		ks.XORKeyStream(buf, buf) // a new keystream-mixed buffer every time
+		if _, err := v.WriteAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+		if (off+perfWrite)%perfBatch == 0 {
+			if err := v.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ingest := time.Since(start)
+	hwm, err := perfVmHWM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Printf("DSTORE_RSS vmhwm_kib=%d ingest_ns=%d sys=%d heap_sys=%d total_alloc=%d num_gc=%d\n",
+		hwm, ingest.Nanoseconds(), ms.Sys, ms.HeapSys, ms.TotalAlloc, ms.NumGC)
+}
+
+// perfVmHWM returns the process's peak resident set size in KiB.
+func perfVmHWM() (int64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no VmHWM in /proc/self/status")
+}
