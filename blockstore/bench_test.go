@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +44,9 @@ var (
 	perfScaling = flag.Bool("scaling", false, "run TestStableWriteScaling: 1 vs 64 stable 4 KiB writers, 3 s each, ratio must be >= 10")
 	perfRSS     = flag.Bool("rss", false, "run TestPeakRSS: a child process ingests -rss.size of unique data; its peak RSS must stay under 512 MiB")
 	perfRSSSize = perfByteSize(8 << 30)
+	// The disk's rate varies a lot on a shared virtual disk; a fixed figure
+	// makes x-disk comparable between runs.
+	perfDiskMBps = flag.Float64("disk.mbps", 0, "BenchmarkIngest: the disk's sequential write rate in MB/s for x-disk (0 = measure it once)")
 )
 
 func init() {
@@ -59,6 +64,9 @@ const (
 	perfDiskBytes  = 256 << 20 // written to measure the disk's own rate
 	perfRSSLimit   = 512 << 20
 	perfRSSChild   = "DSTORE_PERF_RSS_CHILD" // names the child's datastore dir
+	// perfRSSHeap names a file for a heap profile the child writes halfway
+	// through, to see what holds the memory (go tool pprof -sample_index=inuse_space).
+	perfRSSHeap = "DSTORE_PERF_RSS_HEAPPROFILE"
 )
 
 // perfByteSize is a flag value in bytes that accepts KiB/MiB/GiB suffixes.
@@ -159,7 +167,7 @@ func perfRandom(p []byte, seed uint64) {
 // half from /usr/share, at most 1 MiB from any one file, each file padded to
 // 4 KiB as a file system would lay it out; cut to a whole number of MiB.
 var perfCorpus = sync.OnceValues(func() ([]byte, error) {
-	corpus := make([]byte, 0, perfCorpusSize+(1<<20))
+	corpus := make([]byte, 0, perfCorpusSize+(2<<20))
 	for _, root := range []string{"/usr/lib/x86_64-linux-gnu", "/usr/share"} {
 		limit := len(corpus) + perfCorpusSize/2
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -169,12 +177,17 @@ var perfCorpus = sync.OnceValues(func() ([]byte, error) {
 			if len(corpus) >= limit {
 				return filepath.SkipAll
 			}
-			data, err := os.ReadFile(path)
-			if err != nil || len(data) == 0 {
+			f, err := os.Open(path)
+			if err != nil {
 				return nil
 			}
-			data = data[:min(len(data), 1<<20, limit-len(corpus))]
-			corpus = append(corpus, data...)
+			defer f.Close()
+			want := min(1<<20, limit-len(corpus))
+			n, _ := io.ReadFull(f, corpus[len(corpus):len(corpus)+want])
+			if n == 0 {
+				return nil
+			}
+			corpus = corpus[:len(corpus)+n]
 			if pad := len(corpus) % 4096; pad != 0 {
 				corpus = append(corpus, make([]byte, 4096-pad)...)
 			}
@@ -266,7 +279,13 @@ var perfDisk struct {
 }
 
 func perfDiskRate(tb testing.TB, dir string) float64 {
-	perfDisk.once.Do(func() { perfDisk.mbps, perfDisk.err = measureDiskRate(dir) })
+	perfDisk.once.Do(func() {
+		if *perfDiskMBps > 0 {
+			perfDisk.mbps = *perfDiskMBps
+			return
+		}
+		perfDisk.mbps, perfDisk.err = measureDiskRate(dir)
+	})
 	if perfDisk.err != nil {
 		tb.Fatal(perfDisk.err)
 	}
@@ -708,6 +727,16 @@ func perfRSSIngest(t *testing.T, dir string, size int64) {
 			if err := v.Sync(); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if path := os.Getenv(perfRSSHeap); path != "" && off == size/2 {
+			f, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
 		}
 	}
 	if err := s.Flush(); err != nil {

@@ -89,7 +89,7 @@ func TestConcurrentFreeze(t *testing.T) {
 						continue // before the first write the volume is short
 					}
 					if _, ok := oneVersion(p, w); !ok {
-						errs <- fmt.Errorf("live read of region %d: torn", w)
+						errs <- fmt.Errorf("live read of region %d: torn: %s", w, describe(p))
 						return
 					}
 				}
@@ -203,4 +203,18 @@ func oneVersion(p []byte, w int) (uint64, bool) {
 		}
 	}
 	return ver, true
+}
+
+// describe summarizes the versions found in a region, for failure messages.
+func describe(p []byte) string {
+	var b bytes.Buffer
+	last := ""
+	for i := 0; i+16 <= len(p); i += 16 {
+		cur := fmt.Sprintf("v%d/w%d", binary.LittleEndian.Uint64(p[i:]), binary.LittleEndian.Uint64(p[i+8:]))
+		if cur != last {
+			fmt.Fprintf(&b, " @%d:%s", i, cur)
+			last = cur
+		}
+	}
+	return b.String()
 }

@@ -38,7 +38,10 @@ import (
 // logic (log replay, torn tails, destage and GC interrupted anywhere), not
 // the fdatasync discipline a power cut would test.
 
-var crashRounds = flag.Int("crash.rounds", 20, "kill-and-reopen rounds of TestCrash")
+var (
+	crashRounds = flag.Int("crash.rounds", 20, "kill-and-reopen rounds of TestCrash")
+	crashSeed   = flag.Uint64("crash.seed", 0, "seed of TestCrash's choices (0: from the clock); kill timing still varies")
+)
 
 const (
 	crashEnv     = "DSTORE_CRASH_CHILD" // "<data dir>|<seed>" in the child
@@ -86,6 +89,7 @@ type crashWrite struct {
 // writes followed by Sync, a truncate followed by Sync, or a volume
 // creation.
 type crashOp struct {
+	R      int          `json:"r"` // round, set by the parent
 	W      int          `json:"w"` // writer; -1 for the main goroutine
 	N      int          `json:"n"` // sequence number within the writer
 	Op     string       `json:"op"`
@@ -471,13 +475,19 @@ func TestCrash(t *testing.T) {
 	if err := Init(dir, InitOptions{BlockSize: crashBS}); err != nil {
 		t.Fatal(err)
 	}
-	seed := uint64(time.Now().UnixNano())
+	seed := *crashSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	st := &crashState{vols: map[VolumeID]*crashVol{}}
 	start := time.Now()
 	for round := range rounds {
 		r := runCrashChild(t, dir, rng)
+		for _, op := range append(r.acked, r.inflight...) {
+			op.R = round
+		}
 		for _, op := range r.acked {
 			if op.Op == crashOpCreate {
 				st.vols[op.Vol] = &crashVol{}
@@ -681,7 +691,7 @@ func (st *crashState) checkStore(s *Store, inflight []*crashOp) error {
 		}
 		match, k := st.vols[id].settle(ops, size, got)
 		if match == nil {
-			return fmt.Errorf("volume %d: %s", id, st.vols[id].explain(ops, size, got))
+			return fmt.Errorf("volume %d: %s%s", id, st.vols[id].explain(ops, size, got), st.vols[id].dumpHistory(id))
 		}
 		st.vols[id] = match
 		if k > 0 {
@@ -722,34 +732,67 @@ func (v *crashVol) settle(ops []*crashOp, size int64, data []byte) (*crashVol, i
 }
 
 // explain describes how the store differs from the model without the
-// operations in flight.
+// operations in flight and with all of them, and which operations wrote
+// the first differing byte.
 func (v *crashVol) explain(ops []*crashOp, size int64, data []byte) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "matches no outcome of the operations in flight %v\n", ops)
-	fmt.Fprintf(&b, "store: size %d; model without them: size %d", size, v.size)
-	n := min(size, v.size)
-	for i := int64(0); i < n; i++ {
-		if data[i] != v.data[i] {
+	fmt.Fprintf(&b, "matches no outcome of the operations in flight %v", ops)
+	all := v.clone()
+	for _, op := range ops {
+		all.apply(op, op.steps())
+	}
+	first := int64(-1)
+	for _, c := range []struct {
+		name string
+		m    *crashVol
+	}{{"without them", v}, {"with all of them", all}} {
+		fmt.Fprintf(&b, "\nstore: size %d; model %s: size %d", size, c.name, c.m.size)
+		n := min(size, c.m.size)
+		shown := 0
+		for i := int64(0); i < n && shown < 4; i++ {
+			if data[i] == c.m.data[i] {
+				continue
+			}
 			j := i
-			for j < n && data[j] != v.data[j] {
+			for j < n && data[j] != c.m.data[j] {
 				j++
 			}
-			fmt.Fprintf(&b, "; first difference at byte %d (block %d), %d bytes long: store % x..., model % x...",
-				i, i/crashBS, j-i, data[i:min(i+8, n)], v.data[i:min(i+8, n)])
-			b.WriteString("\noperations that set that byte, latest last:")
-			for _, op := range v.hist {
-				touches := op.Op == crashOpTruncate && op.Size <= i
-				for _, w := range op.Writes {
-					touches = touches || w.Off <= i && i < w.Off+int64(w.Len)
-				}
-				if touches {
-					fmt.Fprintf(&b, "\n  %s", op)
-				}
+			fmt.Fprintf(&b, "\n  differs at [%d, %d) (block %d+%d): store % x..., model % x...",
+				i, j, i/crashBS, i%crashBS, data[i:min(i+8, j)], c.m.data[i:min(i+8, j)])
+			if first < 0 {
+				first = i
 			}
-			break
+			shown++
+			i = j
+		}
+	}
+	if first >= 0 {
+		fmt.Fprintf(&b, "\noperations that set byte %d, oldest first:", first)
+		for _, op := range v.hist {
+			touches := op.Op == crashOpTruncate && op.Size <= first
+			for _, w := range op.Writes {
+				touches = touches || w.Off <= first && first < w.Off+int64(w.Len)
+			}
+			if touches {
+				fmt.Fprintf(&b, "\n  %s", op)
+			}
 		}
 	}
 	return b.String()
+}
+
+// dumpHistory writes every operation applied to the volume to a file that
+// outlives the test, for post-mortems, and says where it is.
+func (v *crashVol) dumpHistory(id VolumeID) string {
+	f, err := os.CreateTemp("", fmt.Sprintf("dstore-crash-vol%d-*.txt", id))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	for _, op := range v.hist {
+		fmt.Fprintln(f, op)
+	}
+	return "\nfull history: " + f.Name()
 }
 
 // copyCrashDir copies a data directory. Packs other than the open one are
@@ -831,5 +874,143 @@ func crashCoverage(t *testing.T, dir string) {
 	t.Logf("packs created: %d, log segments created: %d", packs, segs)
 	if packs < 3 || segs < 3 {
 		t.Errorf("the run created %d packs and %d log segments; it should rotate both several times", packs, segs)
+	}
+}
+
+// TestCrashReopenAfterGCDeletesOpenPack: when every chunk of the open pack
+// is dead, GC deletes that pack, but the metadata still names it as the
+// open pack until the next destage commits. A store closed (or killed)
+// before that destage must still open.
+func TestCrashReopenAfterGCDeletesOpenPack(t *testing.T) {
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: crashBS}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 4*crashBS)
+	crashFill(rand.New(rand.NewPCG(1, 2)), data)
+	if _, err := v.WriteAtStable(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil { // pack 1 is open and holds 4 chunks
+		t.Fatal(err)
+	}
+	if err := v.Truncate(0); err != nil { // now they are all dead
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.GC(context.Background(), GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("gc: %+v", rep)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("reopen after GC deleted the open pack: %v", err)
+	}
+	s.Close()
+}
+
+// TestCrashShrinkHidesDestagedWrite is the bug TestCrash found, made
+// deterministic. A shrinking truncate sets the layer's selfLimit (its bbolt
+// entries at or above it are hidden until the truncate is destaged) and
+// records the LSN of the truncate; a second shrink to a larger size keeps
+// the lower limit but moves the LSN forward. A destage that covers the
+// first truncate and a later write above its limit, but not the second
+// truncate, puts that write in bbolt and drops it from memory while the
+// limit stays: the write reads as zeros, and a partial write of the block
+// merges with those zeros and makes the loss permanent.
+//
+// The destage batch boundary that concurrency produced in TestCrash is
+// placed here with destageBatchBytes of filler between the write and the
+// second truncate.
+func TestCrashShrinkHidesDestagedWrite(t *testing.T) {
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: crashBS}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	block := func() []byte {
+		b := make([]byte, crashBS)
+		crashFill(rng, b)
+		return b
+	}
+	if _, err := v.WriteAtStable(bytes.Repeat(block(), 16), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing kicks the destage loop from here on, and its timer is
+	// longer than the test: destage runs only when called below.
+	s, err = Open(dir, Options{DestageDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err = s.OpenVolume(v.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Truncate(crashBS); err != nil { // selfLimit = 1
+		t.Fatal(err)
+	}
+	want := block()
+	if _, err := v.WriteAt(want, 5*crashBS); err != nil {
+		t.Fatal(err)
+	}
+	filler := make([]byte, 4<<20)
+	for i := range 9 { // 36 MiB: the first destage batch ends inside it
+		crashFill(rng, filler)
+		if _, err := v.WriteAt(filler, 1<<20+int64(i)*int64(len(filler))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Truncate(8 * crashBS); err != nil { // block 5 stays
+		t.Fatal(err)
+	}
+	if err := s.destage(); err != nil { // one batch, without the truncate
+		t.Fatal(err)
+	}
+	got := make([]byte, crashBS)
+	if _, err := v.ReadAt(got, 5*crashBS); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("block 5 after a partial destage: zeros=%v; want the data written", isZero(got))
+	}
+	// Read-modify-write of the block, then everything destaged.
+	if _, err := v.WriteAt([]byte{0xEE}, 5*crashBS); err != nil {
+		t.Fatal(err)
+	}
+	want[0] = 0xEE
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.ReadAt(got, 5*crashBS); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("block 5 after a 1-byte write and flush: zeros after the byte=%v; want the data written", isZero(got[1:]))
 	}
 }

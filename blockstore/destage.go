@@ -137,8 +137,11 @@ func (s *Store) destage() error {
 	}
 
 	// Phase 2: one transaction for everything.
+	s.mu.Lock()
+	nextID := s.nextID
+	s.mu.Unlock()
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		return s.applyBatch(tx, batch, fresh, chunks, packSizes, nextChunk, end)
+		return s.applyBatch(tx, batch, fresh, chunks, packSizes, nextChunk, nextID, end)
 	})
 	if err != nil {
 		s.abortPack()
@@ -185,9 +188,18 @@ func (s *Store) destage() error {
 		}
 	}
 	for _, l := range s.layers {
-		if l.selfLimit != noLimit && l.selfLimitLSN <= end {
-			l.selfLimit = noLimit
+		if len(l.truncs) == 0 {
+			continue
 		}
+		kept := l.truncs[:0]
+		l.selfLimit = noLimit
+		for _, t := range l.truncs {
+			if t.lsn > end {
+				kept = append(kept, t)
+				l.selfLimit = min(l.selfLimit, t.nb)
+			}
+		}
+		l.truncs = kept
 	}
 	s.queue = s.queue[k:]
 	s.queueBytes -= nb
@@ -338,7 +350,7 @@ func (t *txLayers) flush() error {
 }
 
 // applyBatch applies destaged log records to bbolt in log order.
-func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*newChunk, chunks []*newChunk, packSizes map[uint64]int64, nextChunk uint64, end LSN) error {
+func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*newChunk, chunks []*newChunk, packSizes map[uint64]int64, nextChunk, nextID uint64, end LSN) error {
 	cb, ib, pb, mb := tx.Bucket(bChunks), tx.Bucket(bIndex), tx.Bucket(bPacks), tx.Bucket(bMap)
 	// New chunks, in ID order, and their index entries in fingerprint order:
 	// both sorted so each leaf page is touched once.
@@ -425,9 +437,6 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 		return err
 	}
 	m := tx.Bucket(bMeta)
-	s.mu.Lock()
-	nextID := s.nextID
-	s.mu.Unlock()
 	openPack := uint64(0)
 	if s.pack != nil {
 		openPack = s.pack.id()

@@ -63,16 +63,29 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	}()
 	// Pending references first, then the maps: anything destaged after this
 	// point was pending here or is marked by the dedupe hit that made it (I7).
+	// A reference to a block that was pending when it was written carries no
+	// chunk ID; its chunk is found by fingerprint (destage cannot run now).
+	var byFP []Fingerprint
 	s.mu.Lock()
 	for _, q := range s.queue {
 		for i := range q.d.ops {
-			if op := &q.d.ops[i]; op.kind == kindRef && op.chunk != 0 {
-				mark.set(op.chunk)
+			if op := &q.d.ops[i]; op.kind == kindRef {
+				if op.chunk != 0 {
+					mark.set(op.chunk)
+				} else {
+					byFP = append(byFP, op.fp)
+				}
 			}
 		}
 	}
 	s.mu.Unlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bIndex)
+		for _, fp := range byFP {
+			if v := idx.Get(fp[:]); len(v) == 8 {
+				mark.set(binary.LittleEndian.Uint64(v))
+			}
+		}
 		c := tx.Bucket(bMap).Cursor()
 		n := 0
 		for k, v := c.First(); k != nil; k, v = c.Next() {

@@ -157,15 +157,24 @@ type layer struct {
 	rec     layerRec
 	pending map[uint64]*pblock
 	// selfLimit hides this layer's own bbolt entries at or above it while a
-	// shrinking truncate that will delete them is not destaged yet.
-	selfLimit    uint64
-	selfLimitLSN LSN
+	// shrinking truncate that will delete them is not destaged yet: the
+	// minimum block limit of truncs, the shrinks still in the log. Every
+	// bbolt entry predates every such shrink, so no entry written after one
+	// is hidden by it.
+	selfLimit uint64
+	truncs    []trunc
 	// aliases are layers merged into this one whose entries may still sit
 	// under their own IDs in bbolt until the merge is destaged.
 	aliases []alias
 }
 
 type alias struct{ id, vis uint64 }
+
+// trunc is a shrinking truncate not destaged yet.
+type trunc struct {
+	lsn LSN
+	nb  uint64
+}
 
 // pblock is a block write that is in the log but not yet destaged.
 type pblock struct {
@@ -438,7 +447,8 @@ func (s *Store) load() error {
 	}
 	maxSealed := maxSealedLen(s.bs)
 	n := 0
-	_, err = s.log.replay(checkpoint, func(end LSN, payload []byte) error {
+	_, err = s.log.replay(checkpoint, func(start LSN, payload []byte) error {
+		end := logRecordEnd(start, len(payload))
 		p := append([]byte(nil), payload...)
 		d, err := decodePayload(p, maxSealed)
 		if err != nil {
@@ -625,10 +635,8 @@ func (s *Store) applySize(l *layer, mode uint8, size int64, end LSN) {
 					delete(l.pending, b)
 				}
 			}
-			if nb < l.selfLimit {
-				l.selfLimit = nb
-			}
-			l.selfLimitLSN = end
+			l.truncs = append(l.truncs, trunc{lsn: end, nb: nb})
+			l.selfLimit = min(l.selfLimit, nb)
 			s.metaGen++ // the limit changed what lower layers show
 		}
 		l.rec.size = size

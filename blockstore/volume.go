@@ -15,7 +15,6 @@ import (
 type chain struct {
 	top     uint64
 	lineage uint64
-	size    int64
 	// order lists the layers top-down; vis[i] is the limit below which
 	// entries of order[i] are visible (the minimum limit of the layers above).
 	order   []*layer
@@ -38,8 +37,6 @@ func (s *Store) chainLocked(v *volState) (*chain, error) {
 		return nil, fmt.Errorf("layer %d: %w", v.top, ErrNotFound)
 	}
 	if v.chain != nil && v.chainGen == s.metaGen && v.chain.top == v.top {
-		// size changes do not bump metaGen
-		v.chain.size = topl.rec.size
 		return v.chain, nil
 	}
 	c := &chain{top: v.top, members: make(map[uint64]member)}
@@ -63,7 +60,6 @@ func (s *Store) chainLocked(v *volState) (*chain, error) {
 		vis = min(vis, l.rec.limit)
 		id = l.rec.parent
 	}
-	c.size = s.layers[v.top].rec.size
 	v.chain, v.chainGen = c, s.metaGen
 	return c, nil
 }
@@ -116,10 +112,12 @@ func (v *Volume) Top() LayerID {
 	return 0
 }
 
-// resolve finds where blocks [first, first+n) of a volume come from.
-// Pending entries are looked up under s.mu, then bbolt in one read
-// transaction; the higher layer wins, and a pending entry wins a tie
-// because it is newer.
+// resolve finds where blocks [first, first+n) of a volume come from. The
+// pending entries and the bbolt read transaction are taken at the same
+// instant, under s.mu: destage removes pending entries only after their
+// commit, so at that instant every write is pending, in the transaction, or
+// both, and where both hold a block the pending entry is the same or newer.
+// So the higher layer wins, and a pending entry wins a tie.
 func (s *Store) resolve(vs *volState, first uint64, n int) ([]blockRef, *chain, error) {
 	refs := make([]blockRef, n)
 	pendRank := make([]int, n)
@@ -143,49 +141,58 @@ func (s *Store) resolve(vs *volState, first uint64, n int) ([]blockRef, *chain, 
 			}
 		}
 	}
-	// selfLimits are read under the lock too: they change with truncates.
+	// selfLimits change with truncates: read them at the same instant.
 	self := make([]uint64, len(c.order))
 	for r, l := range c.order {
 		self[r] = l.selfLimit
 	}
+	nblocks := blocksFor(l0size(s, vs), s.bs)
+	tx, err := s.db.Begin(false)
 	s.mu.Unlock()
-
-	err = s.db.View(func(tx *bolt.Tx) error {
-		cur := tx.Bucket(bMap).Cursor()
-		var key [24]byte
-		for i := range refs {
-			b := first + uint64(i)
-			limitRank := len(c.order)
-			if pendRank[i] >= 0 {
-				limitRank = pendRank[i]
-			}
-			rank, chunk, found := s.lookupMap(cur, key[:], c, self, b, limitRank)
-			if found && rank <= limitRank && (pendRank[i] < 0 || rank < pendRank[i]) {
-				refs[i].pb = nil
-				pendRank[i] = -1
-				if chunk == 0 {
-					refs[i].hole = true
-				} else {
-					refs[i].chunk = chunk
-				}
-				continue
-			}
-			if pendRank[i] >= 0 {
-				if refs[i].pb.kind == kindHole {
-					refs[i].hole = true
-					refs[i].pb = nil
-				}
-				continue
-			}
-			if c.remote != "" && b < c.rootVis && b < blocksFor(c.size, s.bs) {
-				refs[i].remote = true
-				continue
-			}
-			refs[i].hole = true
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tx.Rollback()
+	cur := tx.Bucket(bMap).Cursor()
+	var key [24]byte
+	for i := range refs {
+		b := first + uint64(i)
+		limitRank := len(c.order)
+		if pendRank[i] >= 0 {
+			limitRank = pendRank[i]
 		}
-		return nil
-	})
-	return refs, c, err
+		rank, chunk, found := s.lookupMap(cur, key[:], c, self, b, limitRank)
+		if found && (pendRank[i] < 0 || rank < pendRank[i]) {
+			refs[i].pb = nil
+			if chunk == 0 {
+				refs[i].hole = true
+			} else {
+				refs[i].chunk = chunk
+			}
+			continue
+		}
+		if pendRank[i] >= 0 {
+			if refs[i].pb.kind == kindHole {
+				refs[i].hole = true
+				refs[i].pb = nil
+			}
+			continue
+		}
+		if c.remote != "" && b < c.rootVis && b < nblocks {
+			refs[i].remote = true
+			continue
+		}
+		refs[i].hole = true
+	}
+	return refs, c, nil
+}
+
+// l0size is the size of vs's top layer. REQUIRES: s.mu held.
+func l0size(s *Store, vs *volState) int64 {
+	if l := s.layers[vs.top]; l != nil {
+		return l.rec.size
+	}
+	return 0
 }
 
 // lookupMap scans the map entries of block b in c's lineage from the top
@@ -542,9 +549,12 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		lookups = append(lookups, i)
 	}
 	// Dedupe: a block already pending or stored costs a reference, not its
-	// bytes (the in-memory front first, then the index).
+	// bytes (the in-memory front first, then the index). The GC lock is held
+	// from the lookup until the record is in the queue, so a GC either sees
+	// the reference in the queue or has its mark set by the hit (I7).
 	if len(lookups) > 0 {
 		s.gcMu.RLock()
+		defer s.gcMu.RUnlock()
 		s.mu.Lock()
 		var miss []int
 		for _, i := range lookups {
@@ -575,7 +585,6 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 				return nil
 			})
 			if err != nil {
-				s.gcMu.RUnlock()
 				return 0, err
 			}
 			if s.gcMark != nil {
@@ -584,7 +593,6 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 				}
 			}
 		}
-		s.gcMu.RUnlock()
 	}
 	for _, i := range lookups {
 		ops[i].codec, ops[i].sealed = s.seal.seal(nil, ops[i].fp, ops[i].sealed)
