@@ -92,6 +92,7 @@ type bsmRow struct {
 	logicalTotal int64 // bytes the workload wrote
 	readBytes    int64
 	small        time.Duration // bsmSmall 4 KiB random rewrites of one copy, with Sync and Flush
+	runs         []bsmRow      // the runs a median row summarizes
 }
 
 func (r bsmRow) ingestMBs() float64   { return float64(r.logicalTotal) / 1e6 / r.ingest.Seconds() }
@@ -149,7 +150,7 @@ func TestBlockSizeMeasure(t *testing.T) {
 			"(seed %d); Sync and Flush. Read: the last copy, sequential 1 MiB reads, on a freshly opened "+
 			"store with the packs and meta.db evicted from the page cache. Then %d 4 KiB writes of random data at "+
 			"random 4 KiB-aligned offsets of the first copy, with Sync and Flush (the rate a guest file system's "+
-			"writes get, read-modify-write included). Space figures are before these rewrites. Throughputs are medians of %d runs.\n\n",
+			"writes get, read-modify-write included). Space figures are before these rewrites. Rates are medians of %d runs (range in brackets); the space figures are the same in every run.\n\n",
 			filepath.Base(*blockSizeImage), len(image)>>20, bsmCopies-1, bsmRewrite*100, bsmSeed, bsmSmall, runs)
 		b.WriteString(table)
 		if err := os.WriteFile(*blockSizeOut, []byte(b.String()), 0o644); err != nil {
@@ -288,7 +289,21 @@ func medianRow(rs []bsmRow) bsmRow {
 	r.ingest = med(func(r bsmRow) time.Duration { return r.ingest })
 	r.read = med(func(r bsmRow) time.Duration { return r.read })
 	r.small = med(func(r bsmRow) time.Duration { return r.small })
+	r.runs = rs
 	return r
+}
+
+// spread formats a rate as its median and, over several runs, its range.
+func (r bsmRow) spread(f func(bsmRow) float64) string {
+	m := fmt.Sprintf("%.0f", f(r))
+	if len(r.runs) < 2 {
+		return m
+	}
+	lo, hi := f(r.runs[0]), f(r.runs[0])
+	for _, x := range r.runs[1:] {
+		lo, hi = min(lo, f(x)), max(hi, f(x))
+	}
+	return fmt.Sprintf("%s (%.0f–%.0f)", m, lo, hi)
 }
 
 // evictStore drops a closed store's packs and metadata from the page cache
@@ -317,8 +332,8 @@ func bsmTable(rows []bsmRow) string {
 	b.WriteString("| block size | ingest MB/s | cold read MB/s | 4 KiB rewrites/s | dedupe ratio | compression ratio | chunks | physical MiB | meta.db MiB on disk | meta.db / physical | written / (physical + meta.db) |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %d KiB | %.0f | %.0f | %.0f | %.2f | %.2f | %d | %.1f | %.1f | %.1f%% | %.2f |\n",
-			r.bs>>10, r.ingestMBs(), r.readMBs(), r.smallPerSec(), r.st.DedupeRatio, r.st.CompressionRatio, r.st.Chunks,
+		fmt.Fprintf(&b, "| %d KiB | %s | %s | %s | %.2f | %.2f | %d | %.1f | %.1f | %.1f%% | %.2f |\n",
+			r.bs>>10, r.spread(bsmRow.ingestMBs), r.spread(bsmRow.readMBs), r.spread(bsmRow.smallPerSec), r.st.DedupeRatio, r.st.CompressionRatio, r.st.Chunks,
 			float64(r.st.PhysicalBytes)/(1<<20), float64(r.metaBytes)/(1<<20),
 			100*float64(r.metaBytes)/float64(r.st.PhysicalBytes), r.reduction())
 	}

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"sort"
@@ -65,24 +66,34 @@ func (c *chunkCache) put(id uint64, data []byte) {
 	}
 }
 
-// packFiles keeps read-only handles on pack files.
+// packFiles keeps read-only handles on pack files. A handle is closed only
+// when nobody reads through it, so eviction and GC never fail a read that is
+// in flight.
 type packFiles struct {
 	dir string
-	mu  sync.Mutex // guards m
-	m   map[uint64]*os.File
+	mu  sync.Mutex // guards m and the handles' refs and dead
+	m   map[uint64]*packHandle
+}
+
+type packHandle struct {
+	f    *os.File
+	refs int
+	dead bool // evicted or forgotten: close when refs drops to zero
 }
 
 const maxOpenPacks = 256
 
 func newPackFiles(dir string) *packFiles {
-	return &packFiles{dir: dir, m: make(map[uint64]*os.File)}
+	return &packFiles{dir: dir, m: make(map[uint64]*packHandle)}
 }
 
-func (p *packFiles) get(id uint64) (*os.File, error) {
+// get returns an open handle on pack id; the caller must release it.
+func (p *packFiles) get(id uint64) (*packHandle, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.m[id]; f != nil {
-		return f, nil
+	if h := p.m[id]; h != nil {
+		h.refs++
+		return h, nil
 	}
 	f, err := os.Open(packPath(p.dir, id))
 	if err != nil {
@@ -90,30 +101,46 @@ func (p *packFiles) get(id uint64) (*os.File, error) {
 	}
 	if len(p.m) >= maxOpenPacks {
 		for k, old := range p.m {
-			old.Close()
-			delete(p.m, k)
+			p.dropLocked(k, old)
 			break
 		}
 	}
-	p.m[id] = f
-	return f, nil
+	h := &packHandle{f: f, refs: 1}
+	p.m[id] = h
+	return h, nil
+}
+
+func (p *packFiles) release(h *packHandle) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h.refs--
+	if h.refs == 0 && h.dead {
+		h.f.Close()
+	}
+}
+
+// dropLocked removes a handle from the table. REQUIRES: p.mu held.
+func (p *packFiles) dropLocked(id uint64, h *packHandle) {
+	delete(p.m, id)
+	h.dead = true
+	if h.refs == 0 {
+		h.f.Close()
+	}
 }
 
 func (p *packFiles) forget(id uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f := p.m[id]; f != nil {
-		f.Close()
-		delete(p.m, id)
+	if h := p.m[id]; h != nil {
+		p.dropLocked(id, h)
 	}
 }
 
 func (p *packFiles) closeAll() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for k, f := range p.m {
-		f.Close()
-		delete(p.m, k)
+	for k, h := range p.m {
+		p.dropLocked(k, h)
 	}
 }
 
@@ -196,14 +223,19 @@ func (s *Store) readMissing(ids []uint64, miss []int, out [][]byte) error {
 
 func (s *Store) readRun(locs []chunkLoc, lo, hi int64, out [][]byte) error {
 	pack := locs[0].rec.pack
-	f, err := s.packs.get(pack)
+	h, err := s.packs.get(pack)
 	if err != nil {
 		return fmt.Errorf("blockstore: pack %d: %w", pack, err)
 	}
 	buf := make([]byte, hi-lo)
-	if _, err := f.ReadAt(buf, lo); err != nil {
-		s.packs.forget(pack)
-		return fmt.Errorf("blockstore: reading pack %d at %d: %w (%w)", pack, lo, ErrCorrupt, err)
+	_, err = h.f.ReadAt(buf, lo)
+	s.packs.release(h)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			// The chunk table points past the end of the pack.
+			return fmt.Errorf("blockstore: pack %d is shorter than its chunks (%w): %w", pack, err, ErrCorrupt)
+		}
+		return fmt.Errorf("blockstore: reading pack %d at %d: %w", pack, lo, err)
 	}
 	for _, l := range locs {
 		data, err := s.openChunk(buf[l.rec.off-lo:], l.rec)

@@ -55,6 +55,16 @@ func (s *Store) destageLoop() {
 	}
 }
 
+func dropAlias(as []alias, id uint64) []alias {
+	out := as[:0]
+	for _, a := range as {
+		if a.id != id {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // newChunk is a chunk this destage batch writes.
 type newChunk struct {
 	id     uint64
@@ -169,6 +179,18 @@ func (s *Store) destage() error {
 	// Phase 3: what is now in bbolt leaves memory and the log.
 	s.mu.Lock()
 	for _, q := range batch {
+		if q.d.typ == recMeta {
+			// A destaged merge moved the entries: the alias is no longer
+			// needed by a reader that takes its chain from now on.
+			for i := range q.d.effs {
+				if e := &q.d.effs[i]; e.kind == effMerge {
+					if into := s.layers[e.other]; into != nil {
+						into.aliases = dropAlias(into.aliases, e.id)
+						s.metaGen++
+					}
+				}
+			}
+		}
 		if q.d.typ != recBlocks {
 			continue
 		}

@@ -343,13 +343,15 @@ func (s *Store) compact(ctx context.Context, victims []uint64) (int64, error) {
 		if skip[m.rec.pack] {
 			continue
 		}
-		f, err := s.packs.get(m.rec.pack)
+		h, err := s.packs.get(m.rec.pack)
 		if err != nil {
 			cleanup()
 			return 0, err
 		}
 		buf = buf[:chunkHeaderSize+m.rec.n]
-		if _, err := f.ReadAt(buf, m.rec.off); err != nil {
+		_, err = h.f.ReadAt(buf, m.rec.off)
+		s.packs.release(h)
+		if err != nil {
 			skip[m.rec.pack] = true
 			s.logger.Error("blockstore: gc: unreadable chunk; pack kept", "chunk", m.id, "pack", m.rec.pack, "err", err)
 			continue
@@ -500,17 +502,19 @@ func (s *Store) Scrub(ctx context.Context) (ScrubReport, error) {
 		bad := func(err error) {
 			rep.Corrupt = append(rep.Corrupt, CorruptChunk{Chunk: l.id, Pack: l.rec.pack, Offset: l.rec.off, Err: err.Error()})
 		}
-		f, err := s.packs.get(l.rec.pack)
-		if err != nil {
-			bad(err)
-			continue
-		}
 		if l.rec.n > maxSealedLen(s.bs) {
 			bad(fmt.Errorf("sealed length %d: %w", l.rec.n, ErrCorrupt))
 			continue
 		}
+		h, err := s.packs.get(l.rec.pack)
+		if err != nil {
+			bad(err)
+			continue
+		}
 		buf = buf[:chunkHeaderSize+l.rec.n]
-		if _, err := f.ReadAt(buf, l.rec.off); err != nil {
+		_, err = h.f.ReadAt(buf, l.rec.off)
+		s.packs.release(h)
+		if err != nil {
 			bad(err)
 			continue
 		}

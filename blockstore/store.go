@@ -11,9 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/zeebo/blake3"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -250,9 +253,18 @@ func Init(dir string, o InitOptions) error {
 		if _, err := rand.Read(key); err != nil {
 			return err
 		}
+		// A key file left by an init that stopped before meta.db existed
+		// protects nothing yet: replace it.
 		if err := writeFileSync(filepath.Join(dir, keyFile), key, 0o600); err != nil {
 			return err
 		}
+	}
+	// An encrypted datastore keeps no fingerprint key in meta.db: it is
+	// derived from the datastore key, so meta.db alone cannot be used to
+	// test guesses of block contents.
+	storedFPKey := fpKey[:]
+	if o.Encrypt {
+		storedFPKey = []byte{}
 	}
 	tmp := filepath.Join(dir, dbFile+".init")
 	os.Remove(tmp)
@@ -276,7 +288,7 @@ func Init(dir string, o InitOptions) error {
 		}{
 			{kFormat, u64b(FormatVersion)},
 			{kBlockSize, u64b(uint64(o.BlockSize))},
-			{kFPKey, fpKey[:]},
+			{kFPKey, storedFPKey},
 			{kCompression, []byte(o.Compression)},
 			{kEncrypted, []byte{enc}},
 			{kCheckpoint, u64b(0)},
@@ -360,6 +372,7 @@ func Open(dir string, o Options) (*Store, error) {
 func (s *Store) load() error {
 	var (
 		fpKey       [32]byte
+		storedFP    []byte
 		compression string
 		encrypted   bool
 		checkpoint  LSN
@@ -375,7 +388,8 @@ func (s *Store) load() error {
 			return fmt.Errorf("blockstore: format version %d, this build reads %d", v, FormatVersion)
 		}
 		s.bs = int(getU64(m, kBlockSize))
-		copy(fpKey[:], m.Get(kFPKey))
+		storedFP = append([]byte(nil), m.Get(kFPKey)...)
+		copy(fpKey[:], storedFP)
 		compression = string(m.Get(kCompression))
 		encrypted = len(m.Get(kEncrypted)) == 1 && m.Get(kEncrypted)[0] == 1
 		checkpoint = LSN(getU64(m, kCheckpoint))
@@ -422,6 +436,12 @@ func (s *Store) load() error {
 			return fmt.Errorf("blockstore: %s: want 32 bytes, have %d", keyFile, len(key))
 		}
 		cfg.EncryptionKey = key
+		if len(storedFP) == 0 {
+			cfg.FingerprintKey = deriveFPKey(key)
+		}
+	}
+	if !encrypted && len(storedFP) != 32 {
+		return fmt.Errorf("blockstore: fingerprint key of %d bytes in metadata: %w", len(storedFP), ErrCorrupt)
 	}
 	if s.seal, err = newSealer(cfg); err != nil {
 		return err
@@ -486,8 +506,8 @@ func (s *Store) removeOrphanPacks(openPack uint64) error {
 		return err
 	}
 	for _, e := range ents {
-		var id uint64
-		if _, err := fmt.Sscanf(e.Name(), "%016x.pack", &id); err != nil {
+		id, ok := parsePackName(e.Name())
+		if !ok {
 			continue
 		}
 		if !known[id] && id != openPack {
@@ -498,6 +518,26 @@ func (s *Store) removeOrphanPacks(openPack uint64) error {
 		}
 	}
 	return nil
+}
+
+// deriveFPKey derives an encrypted datastore's fingerprint key from its
+// datastore key.
+func deriveFPKey(key []byte) [32]byte {
+	var out [32]byte
+	blake3.DeriveKey("dstore blockstore v1 fingerprint key", key, out[:])
+	return out
+}
+
+// parsePackName accepts exactly the names packPath makes.
+func parsePackName(name string) (uint64, bool) {
+	if len(name) != 16+len(".pack") || !strings.HasSuffix(name, ".pack") {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(name[:16], 16, 64)
+	if err != nil || fmt.Sprintf("%016x.pack", id) != name {
+		return 0, false
+	}
+	return id, true
 }
 
 // Close destages everything, syncs and closes the store.
@@ -1047,7 +1087,7 @@ func getU64(b *bolt.Bucket, k []byte) uint64 {
 }
 
 func writeFileSync(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}

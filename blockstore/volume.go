@@ -462,18 +462,44 @@ func (v *Volume) WriteAtStable(p []byte, off int64) (int, error) {
 	return v.write(p, off, true)
 }
 
+// maxRecordData bounds the data of one log record; a longer write becomes
+// several records (each atomic on its own), cut at block boundaries.
+const maxRecordData = 4 << 20
+
 func (v *Volume) write(p []byte, off int64, stable bool) (int, error) {
 	if off < 0 || off > MaxVolumeSize || int64(len(p)) > MaxVolumeSize-off {
 		return 0, fmt.Errorf("blockstore: write of %d bytes at %d: %w", len(p), off, ErrTooLarge)
-	}
-	if len(p) == 0 {
-		return 0, nil
 	}
 	s := v.s
 	vs, err := v.state()
 	if err != nil {
 		return 0, err
 	}
+	done := 0
+	var end LSN
+	for done < len(p) {
+		n := len(p) - done
+		if n > maxRecordData {
+			// end the piece on a block boundary
+			at := off + int64(done) + maxRecordData
+			n = int(at - at%int64(s.bs) - off - int64(done))
+		}
+		e, err := s.writePiece(vs, v.id, p[done:done+n], off+int64(done))
+		if err != nil {
+			return done, err
+		}
+		end = e
+		done += n
+	}
+	if stable && end != 0 {
+		if err := s.log.waitDurable(end); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (s *Store) writePiece(vs *volState, id uint64, p []byte, off int64) (LSN, error) {
 	if err := s.waitRoom(); err != nil {
 		return 0, err
 	}
@@ -483,20 +509,9 @@ func (v *Volume) write(p []byte, off int64, stable bool) (int, error) {
 	vs.rw.RLock()
 	defer vs.rw.RUnlock()
 	bs := int64(s.bs)
-	first := uint64(off / bs)
-	last := uint64((off + int64(len(p)) - 1) / bs)
-	unlock := s.lockStripes(v.id, first, last)
-	end, err := s.writeBlocks(vs, p, off, sizeGrow, off+int64(len(p)))
-	unlock()
-	if err != nil {
-		return 0, err
-	}
-	if stable {
-		if err := s.log.waitDurable(end); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
+	unlock := s.lockStripes(id, uint64(off/bs), uint64((off+int64(len(p))-1)/bs))
+	defer unlock()
+	return s.writeBlocks(vs, p, off, sizeGrow, off+int64(len(p)))
 }
 
 // writeBlocks turns p at off into one log record of whole blocks (merging
