@@ -15,6 +15,7 @@ package blockstore
 
 import (
 	"bufio"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
@@ -143,6 +144,37 @@ func perfEvict(tb testing.TB, dir string) {
 	})
 	if err != nil {
 		tb.Fatal(err)
+	}
+}
+
+// perfReadBytes returns the process's bytes read by syscalls (rchar) and
+// from the block device (read_bytes), from /proc/self/io: with the logical
+// bytes read they show read amplification and duplicate reads.
+func perfReadBytes() (rchar, disk int64) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "rchar":
+			rchar = n
+		case "read_bytes":
+			disk = n
+		}
+	}
+	return rchar, disk
+}
+
+// perfReportReads reports bytes read by syscalls and from the disk per
+// logical byte since (rchar0, disk0).
+func perfReportReads(b *testing.B, rchar0, disk0, logical int64) {
+	rchar, disk := perfReadBytes()
+	if logical > 0 && rchar > 0 {
+		b.ReportMetric(float64(rchar-rchar0)/float64(logical), "pread-x")
+		b.ReportMetric(float64(disk-disk0)/float64(logical), "disk-read-x")
 	}
 }
 
@@ -584,6 +616,7 @@ func BenchmarkRandRead4K(b *testing.B) {
 			defer s.Close()
 			b.SetBytes(perfIO)
 			b.ReportAllocs()
+			rchar0, disk0 := perfReadBytes()
 			b.ResetTimer()
 			var (
 				claimed atomic.Int64
@@ -612,6 +645,7 @@ func BenchmarkRandRead4K(b *testing.B) {
 				b.Fatal(rerr)
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "IOPS")
+			perfReportReads(b, rchar0, disk0, int64(b.N)*perfIO)
 		})
 	}
 }
@@ -625,6 +659,7 @@ func BenchmarkSeqRead(b *testing.B) {
 	buf := make([]byte, perfWrite)
 	b.SetBytes(perfWrite)
 	b.ReportAllocs()
+	rchar0, disk0 := perfReadBytes()
 	b.ResetTimer()
 	off := int64(0)
 	for i := 0; i < b.N; i++ {
@@ -639,6 +674,8 @@ func BenchmarkSeqRead(b *testing.B) {
 		}
 		off += perfWrite
 	}
+	b.StopTimer()
+	perfReportReads(b, rchar0, disk0, int64(b.N)*perfWrite)
 }
 
 // TestPeakRSS checks that ingesting -rss.size (8 GiB) of unique data keeps
@@ -663,6 +700,13 @@ func TestPeakRSS(t *testing.T) {
 		t.Fatalf("%s has %d MiB free, the test needs about %d MiB", dir, free>>20, need>>20)
 	}
 	ctx := t.Context()
+	if d, ok := t.Deadline(); ok {
+		// Kill the child before the test binary's own timeout panics, so
+		// it does not outlive this test.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-5*time.Second))
+		defer cancel()
+	}
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPeakRSS$", "-test.v", "-test.timeout=0",
 		"-rss.size="+strconv.FormatInt(size, 10))
 	cmd.Env = append(os.Environ(), perfRSSChild+"="+dir)

@@ -25,6 +25,12 @@ const (
 	corruptBlocks = 64
 )
 
+// corruptOptions keeps the log small: a default 64 MiB segment costs more
+// to preallocate and scan on open than the whole test does otherwise.
+func corruptOptions(packSize int64) Options {
+	return Options{SegmentSize: 1 << 20, PackSize: packSize}
+}
+
 // corruptImage is the volume content: distinct random and text blocks, a
 // hole, and two contents stored at four blocks each (one chunk each, by
 // dedupe), one incompressible and one compressible.
@@ -229,7 +235,7 @@ func TestCorruptChunk(t *testing.T) {
 	for _, encrypt := range []bool{false, true} {
 		for _, c := range cases {
 			t.Run(fmt.Sprintf("encrypt=%v/%s", encrypt, c.name), func(t *testing.T) {
-				dir, vol := newCorruptStore(t, encrypt, Options{})
+				dir, vol := newCorruptStore(t, encrypt, corruptOptions(0))
 				l := readCorruptLayout(t, dir)
 				id := l.chunkOf[c.block]
 				bad := l.blocksOf(id)
@@ -245,7 +251,7 @@ func TestCorruptChunk(t *testing.T) {
 				}
 				flipByte(t, packPath(dir, rec.pack), rec.off+c.at(rec))
 
-				s, err := Open(dir, Options{})
+				s, err := Open(dir, corruptOptions(0))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -267,7 +273,7 @@ func TestCorruptTruncatedPack(t *testing.T) {
 	for _, encrypt := range []bool{false, true} {
 		t.Run(fmt.Sprintf("encrypt=%v", encrypt), func(t *testing.T) {
 			// Small packs: several are closed by the time the store is.
-			dir, vol := newCorruptStore(t, encrypt, Options{PackSize: 16 << 10})
+			dir, vol := newCorruptStore(t, encrypt, corruptOptions(16<<10))
 			l := readCorruptLayout(t, dir)
 			var pack uint64
 			for _, rec := range l.chunks {
@@ -283,7 +289,7 @@ func TestCorruptTruncatedPack(t *testing.T) {
 			if err := os.Truncate(packPath(dir, pack), rec.off+chunkHeaderSize+int64(rec.n)/2); err != nil {
 				t.Fatal(err)
 			}
-			s, err := Open(dir, Options{PackSize: 16 << 10})
+			s, err := Open(dir, corruptOptions(16<<10))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -298,7 +304,7 @@ func TestCorruptTruncatedPack(t *testing.T) {
 // store may refuse to open (it cannot append after a lost tail), but it
 // must say ErrCorrupt, and if it opens, the chunk must not read as zeros.
 func TestCorruptTruncatedOpenPack(t *testing.T) {
-	dir, vol := newCorruptStore(t, false, Options{})
+	dir, vol := newCorruptStore(t, false, corruptOptions(0))
 	l := readCorruptLayout(t, dir)
 	if l.openPack == 0 {
 		t.Fatal("no open pack")
@@ -308,7 +314,7 @@ func TestCorruptTruncatedOpenPack(t *testing.T) {
 	if err := os.Truncate(packPath(dir, l.openPack), rec.off+chunkHeaderSize+int64(rec.n)/2); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(dir, Options{})
+	s, err := Open(dir, corruptOptions(0))
 	if err != nil {
 		if !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("open: %v; want ErrCorrupt", err)
