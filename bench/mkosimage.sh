@@ -93,7 +93,9 @@ cleanup() {
 	# debootstrap may leave proc or sys mounted in the tree on failure.
 	local m
 	for m in proc sys dev/pts; do
-		mountpoint -q "$work/root/$m" 2>/dev/null && umount -l "$work/root/$m" || true
+		if mountpoint -q "$work/root/$m" 2>/dev/null; then
+			umount -l "$work/root/$m" || true
+		fi
 	done
 	rm -rf "$work"
 }
@@ -111,7 +113,8 @@ tree=$(du -sb "$work/root" | cut -f1)
 if [[ -n ${OSIMAGE_MB:-} ]]; then
 	mb=$OSIMAGE_MB
 else
-	mb=$(((tree * 3 / 2 + (64 << 20) - 1) / (64 << 20) * 64))
+	chunks=$(((tree * 3 / 2 + (64 << 20) - 1) / (64 << 20))) # 64 MiB each, rounded up
+	mb=$((chunks * 64))
 fi
 log "tree is $((tree >> 20)) MiB; making a $mb MiB ext4 image"
 truncate -s "${mb}M" "$work/image.ext4"

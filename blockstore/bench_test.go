@@ -147,6 +147,17 @@ func perfEvict(tb testing.TB, dir string) {
 	}
 }
 
+// perfCPU is the CPU time (user + system) the process has used. On a shared
+// machine wall-clock figures depend on the neighbours; CPU per op does much
+// less, and bounds what an idle machine could do.
+func perfCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // perfReadBytes returns the process's bytes read by syscalls (rchar) and
 // from the block device (read_bytes), from /proc/self/io: with the logical
 // bytes read they show read amplification and duplicate reads.
@@ -420,6 +431,7 @@ func benchIngest(b *testing.B, kind string) {
 	b.SetBytes(perfBatch)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := perfCPU()
 	for i := 0; i < b.N; i++ {
 		for n := 0; n < perfBatch; n += perfWrite {
 			if _, err := v.WriteAt(src.next(), off); err != nil {
@@ -435,6 +447,7 @@ func benchIngest(b *testing.B, kind string) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(perfCPU()-cpu0)/float64(int64(b.N)*perfBatch), "cpu-ns/B")
 	mbps := float64(b.N) * perfBatch / b.Elapsed().Seconds() / 1e6
 	b.ReportMetric(mbps/disk, "x-disk")
 	b.ReportMetric(disk, "disk-MB/s")
@@ -533,11 +546,13 @@ func BenchmarkStableWrite4K(b *testing.B) {
 			b.SetBytes(perfIO)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := perfCPU()
 			if _, err := env.run(c.writers, c.vols, int64(b.N), 0); err != nil {
 				b.Fatal(err)
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "IOPS")
+			b.ReportMetric(float64((perfCPU()-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
 			// The next run starts with an empty log, not this one's backlog.
 			if err := env.s.Flush(); err != nil {
 				b.Fatal(err)
@@ -556,13 +571,14 @@ func TestStableWriteScaling(t *testing.T) {
 	const d = 3 * time.Second
 	iops := map[int]float64{}
 	for _, writers := range []int{1, 64} {
-		start := time.Now()
+		start, cpu0 := time.Now(), perfCPU()
 		n, err := env.run(writers, 1, 0, d)
 		if err != nil {
 			t.Fatal(err)
 		}
 		iops[writers] = float64(n) / time.Since(start).Seconds()
-		t.Logf("%2d writers: %d stable 4 KiB writes in %v: %.0f IOPS", writers, n, d, iops[writers])
+		t.Logf("%2d writers: %d stable 4 KiB writes in %v: %.0f IOPS, %.0f CPU-µs per write",
+			writers, n, d, iops[writers], float64((perfCPU()-cpu0).Microseconds())/float64(max(n, 1)))
 		if err := env.s.Flush(); err != nil {
 			t.Fatal(err)
 		}
@@ -618,6 +634,7 @@ func BenchmarkRandRead4K(b *testing.B) {
 			b.ReportAllocs()
 			rchar0, disk0 := perfReadBytes()
 			b.ResetTimer()
+			cpu0 := perfCPU()
 			var (
 				claimed atomic.Int64
 				wg      sync.WaitGroup
@@ -645,6 +662,7 @@ func BenchmarkRandRead4K(b *testing.B) {
 				b.Fatal(rerr)
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "IOPS")
+			b.ReportMetric(float64((perfCPU()-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
 			perfReportReads(b, rchar0, disk0, int64(b.N)*perfIO)
 		})
 	}
@@ -661,6 +679,7 @@ func BenchmarkSeqRead(b *testing.B) {
 	b.ReportAllocs()
 	rchar0, disk0 := perfReadBytes()
 	b.ResetTimer()
+	cpu0 := perfCPU()
 	off := int64(0)
 	for i := 0; i < b.N; i++ {
 		if off == perfRegion {
@@ -675,6 +694,7 @@ func BenchmarkSeqRead(b *testing.B) {
 		off += perfWrite
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(perfCPU()-cpu0)/float64(int64(b.N)*perfWrite), "cpu-ns/B")
 	perfReportReads(b, rchar0, disk0, int64(b.N)*perfWrite)
 }
 

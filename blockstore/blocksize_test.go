@@ -150,7 +150,9 @@ func TestBlockSizeMeasure(t *testing.T) {
 			"(seed %d); Sync and Flush. Read: the last copy, sequential 1 MiB reads, on a freshly opened "+
 			"store with the packs and meta.db evicted from the page cache. Then %d 4 KiB writes of random data at "+
 			"random 4 KiB-aligned offsets of the first copy, with Sync and Flush (the rate a guest file system's "+
-			"writes get, read-modify-write included). Space figures are before these rewrites. Rates are medians of %d runs (range in brackets); the space figures are the same in every run.\n\n",
+			"writes get, read-modify-write included). Space figures are before these rewrites. Rates are medians of %d runs (range in brackets). Chunks, ratios and packs are the same in every run; "+
+			"meta.db varies by a few percent (each datastore's fingerprint key is random, and so is the order of its index), "+
+			"and the table shows the last run's.\n\n",
 			filepath.Base(*blockSizeImage), len(image)>>20, bsmCopies-1, bsmRewrite*100, bsmSeed, bsmSmall, runs)
 		b.WriteString(table)
 		if err := os.WriteFile(*blockSizeOut, []byte(b.String()), 0o644); err != nil {

@@ -2,6 +2,7 @@ package blockstore
 
 import (
 	"container/list"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -241,6 +242,7 @@ func (s *Store) readRun(locs []chunkLoc, lo, hi int64, out [][]byte) error {
 		data, err := s.openChunk(buf[l.rec.off-lo:], l.rec)
 		if err != nil {
 			s.logger.Error("blockstore: corrupt chunk", "chunk", l.id, "pack", pack, "offset", l.rec.off, "err", err)
+			s.quarantineChunk(l.id, l.rec.fp)
 			return fmt.Errorf("chunk %d (pack %d offset %d): %w", l.id, pack, l.rec.off, err)
 		}
 		s.cache.put(l.id, data)
@@ -289,4 +291,42 @@ func removeFile(path string) error {
 		return err
 	}
 	return nil
+}
+
+// quarantineChunk asks destage to drop a corrupt chunk from the index, so
+// that new writes of the same content store a good copy instead of
+// deduplicating onto the bad one. The chunk itself stays for those who
+// reference it: their reads keep failing with ErrCorrupt, never wrong bytes.
+func (s *Store) quarantineChunk(id uint64, fp Fingerprint) {
+	s.quarMu.Lock()
+	if s.quarantine == nil {
+		s.quarantine = make(map[uint64]Fingerprint)
+	}
+	s.quarantine[id] = fp
+	s.quarMu.Unlock()
+	s.kick()
+}
+
+// dropQuarantined removes quarantined chunks from the index.
+// REQUIRES: s.destageMu held.
+func (s *Store) dropQuarantined() error {
+	s.quarMu.Lock()
+	q := s.quarantine
+	s.quarantine = nil
+	s.quarMu.Unlock()
+	if len(q) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		ib := tx.Bucket(bIndex)
+		for id, fp := range q {
+			if v := ib.Get(fp[:]); len(v) == 8 && binary.LittleEndian.Uint64(v) == id {
+				if err := ib.Delete(fp[:]); err != nil {
+					return err
+				}
+				s.logger.Warn("blockstore: corrupt chunk removed from the dedupe index", "chunk", id)
+			}
+		}
+		return nil
+	})
 }

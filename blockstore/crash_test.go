@@ -877,9 +877,9 @@ func crashCoverage(t *testing.T, dir string) {
 }
 
 // TestCrashReopenAfterGCDeletesOpenPack: when every chunk of the open pack
-// is dead, GC deletes that pack, but the metadata still names it as the
-// open pack until the next destage commits. A store closed (or killed)
-// before that destage must still open.
+// is dead, GC deletes that pack. The metadata must stop naming it as the
+// open pack in the same step: a store closed (or killed) before the next
+// destage commits must still open.
 func TestCrashReopenAfterGCDeletesOpenPack(t *testing.T) {
 	dir := t.TempDir()
 	if err := Init(dir, InitOptions{BlockSize: crashBS}); err != nil {
@@ -924,14 +924,14 @@ func TestCrashReopenAfterGCDeletesOpenPack(t *testing.T) {
 }
 
 // TestCrashShrinkHidesDestagedWrite is the bug TestCrash found, made
-// deterministic. A shrinking truncate sets the layer's selfLimit (its bbolt
-// entries at or above it are hidden until the truncate is destaged) and
-// records the LSN of the truncate; a second shrink to a larger size keeps
-// the lower limit but moves the LSN forward. A destage that covers the
-// first truncate and a later write above its limit, but not the second
-// truncate, puts that write in bbolt and drops it from memory while the
-// limit stays: the write reads as zeros, and a partial write of the block
-// merges with those zeros and makes the loss permanent.
+// deterministic. A shrinking truncate hides the layer's bbolt entries at or
+// above its new end until it is destaged. With one limit per layer (the
+// lowest) and the LSN of the latest shrink, a second shrink to a larger
+// size kept the first limit alive: a destage that covered the first
+// truncate and a later write above its limit, but not the second truncate,
+// moved that write to bbolt and dropped it from memory while the limit
+// still hid it. The write read as zeros, and a partial write of the block
+// merged with those zeros and made the loss permanent.
 //
 // The destage batch boundary that concurrency produced in TestCrash is
 // placed here with destageBatchBytes of filler between the write and the

@@ -42,6 +42,11 @@ func (s *Store) destageLoop() {
 			}
 			backoff = 0
 		}
+		s.destageMu.Lock()
+		if err := s.dropQuarantined(); err != nil {
+			s.logger.Error("blockstore: quarantining corrupt chunks", "err", err)
+		}
+		s.destageMu.Unlock()
 		if err := s.mergeOne(); err != nil && !errors.Is(err, ErrClosed) {
 			s.logger.Error("blockstore: layer merge failed", "err", err)
 		}

@@ -494,6 +494,11 @@ func (s *Store) Scrub(ctx context.Context) (ScrubReport, error) {
 		}
 		return locs[i].rec.off < locs[j].rec.off
 	})
+	defer func() {
+		if err := s.dropQuarantined(); err != nil {
+			s.logger.Error("blockstore: quarantining corrupt chunks", "err", err)
+		}
+	}()
 	buf := make([]byte, 0, chunkHeaderSize+maxSealedLen(s.bs))
 	for i, l := range locs {
 		if i%1024 == 0 && ctx.Err() != nil {
@@ -522,6 +527,7 @@ func (s *Store) Scrub(ctx context.Context) (ScrubReport, error) {
 		rep.BytesChecked += int64(len(buf))
 		if _, err := s.openChunk(buf, l.rec); err != nil {
 			bad(err)
+			s.quarantineChunk(l.id, l.rec.fp)
 		}
 	}
 	return rep, nil

@@ -86,6 +86,9 @@ func decodeLayerRec(b []byte) (layerRec, int, error) {
 		children: binary.LittleEndian.Uint32(b[36:]),
 		flags:    b[40],
 	}
+	if r.flags&^(layerFrozen|layerRemote) != 0 {
+		return layerRec{}, 0, fmt.Errorf("layer record: unknown flags %#x: %w", r.flags, ErrCorrupt)
+	}
 	if b[41] != 0 || binary.LittleEndian.Uint32(b[44:]) != 0 {
 		return layerRec{}, 0, fmt.Errorf("layer record: non-zero padding: %w", ErrCorrupt)
 	}

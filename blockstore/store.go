@@ -143,6 +143,9 @@ type Store struct {
 	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
 	gcMark *bitset      // non-nil while a GC marks (I7)
 
+	quarMu     sync.Mutex // guards quarantine
+	quarantine map[uint64]Fingerprint // corrupt chunks to drop from the index
+
 	stripes [4096]sync.Mutex
 
 	space spaceGauge
@@ -451,10 +454,17 @@ func (s *Store) load() error {
 	}
 	if openPack != 0 {
 		w, err := openPackAppend(packPath(s.dir, openPack), openPack, s.bs, openSize)
-		if err != nil {
+		switch {
+		case err == nil:
+			s.pack, s.packCommitted = w, openSize
+		case errors.Is(err, ErrCorrupt) || errors.Is(err, fs.ErrNotExist):
+			// A damaged open pack costs the chunks in it (their reads fail
+			// with ErrCorrupt), not the datastore: new chunks go to a new
+			// pack.
+			s.logger.Error("blockstore: open pack is damaged; starting a new one", "pack", openPack, "err", err)
+		default:
 			return fmt.Errorf("blockstore: open pack %d: %w", openPack, err)
 		}
-		s.pack, s.packCommitted = w, openSize
 	}
 	for id, l := range s.layers {
 		if l.rec.holds == 0 && l.rec.children == 1 && l.rec.frozen() {

@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -537,31 +539,39 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 	ops := make([]blockOp, n)
 	body := make([]byte, 0, len(p)/2+64*n)
 	var hits []uint64
-	var lookups []int
-	for i := 0; i < n; i++ {
-		b := first + uint64(i)
-		bstart := int64(b) * bs
-		lo := max(off, bstart)
-		hi := min(off+int64(len(p)), bstart+bs)
-		var block []byte
-		if lo == bstart && hi == bstart+bs {
-			block = p[lo-off : hi-off]
-		} else {
-			block = make([]byte, bs)
-			if old[i] != nil {
-				copy(block, old[i])
+	// Fingerprints of a large write are computed on all cores: for
+	// duplicate data they are nearly all the work.
+	parallel(n, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			b := first + uint64(i)
+			bstart := int64(b) * bs
+			blo := max(off, bstart)
+			bhi := min(off+int64(len(p)), bstart+bs)
+			var block []byte
+			if blo == bstart && bhi == bstart+bs {
+				block = p[blo-off : bhi-off]
+			} else {
+				block = make([]byte, bs)
+				if old[i] != nil {
+					copy(block, old[i])
+				}
+				copy(block[blo-bstart:], p[blo-off:bhi-off])
 			}
-			copy(block[lo-bstart:], p[lo-off:hi-off])
+			ops[i].blk = b
+			if isZero(block) {
+				ops[i].kind = kindHole
+				continue
+			}
+			ops[i].fp = s.seal.fingerprint(block)
+			ops[i].kind = kindData
+			ops[i].sealed = block // sealed below unless deduplicated
 		}
-		ops[i].blk = b
-		if isZero(block) {
-			ops[i].kind = kindHole
-			continue
+	})
+	var lookups []int
+	for i := range ops {
+		if ops[i].kind == kindData {
+			lookups = append(lookups, i)
 		}
-		ops[i].fp = s.seal.fingerprint(block)
-		ops[i].kind = kindData
-		ops[i].sealed = block // sealed below unless deduplicated
-		lookups = append(lookups, i)
 	}
 	// Dedupe: a block already pending or stored costs a reference, not its
 	// bytes (the in-memory front first, then the index). The GC lock is held
@@ -609,9 +619,11 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 			}
 		}
 	}
-	for _, i := range lookups {
-		ops[i].codec, ops[i].sealed = s.seal.seal(nil, ops[i].fp, ops[i].sealed)
-	}
+	parallel(len(lookups), func(lo, hi int) {
+		for _, i := range lookups[lo:hi] {
+			ops[i].codec, ops[i].sealed = s.seal.seal(nil, ops[i].fp, ops[i].sealed)
+		}
+	})
 	for i := range ops {
 		if ops[i].kind == kindRef {
 			// Only the fingerprint and chunk go to the log; the sealed bytes
@@ -787,4 +799,26 @@ func (lv *LayerView) Size() int64 {
 		return l.rec.size
 	}
 	return 0
+}
+
+// parallel runs fn over [0, n) split across the CPUs when n is large enough
+// to pay for the goroutines.
+func parallel(n int, fn func(lo, hi int)) {
+	const minPer = 16
+	w := min(runtime.GOMAXPROCS(0), n/minPer)
+	if w <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (n + w - 1) / w
+	for lo := per; lo < n; lo += per {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			fn(lo, hi)
+		}(lo, min(lo+per, n))
+	}
+	fn(0, min(per, n))
+	wg.Wait()
 }
