@@ -143,7 +143,7 @@ type Store struct {
 	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
 	gcMark *bitset      // non-nil while a GC marks (I7)
 
-	quarMu     sync.Mutex // guards quarantine
+	quarMu     sync.Mutex             // guards quarantine
 	quarantine map[uint64]Fingerprint // corrupt chunks to drop from the index
 
 	stripes [4096]sync.Mutex
