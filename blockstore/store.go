@@ -27,8 +27,10 @@ const MaxVolumeSize int64 = 64 << 40
 const FormatVersion = 1
 
 // DefaultBlockSize is the block size of a datastore made without
-// --block-size; docs/DESIGN.md records the measurements behind it.
-const DefaultBlockSize = 16 << 10
+// --block-size: 4 KiB, the block guest file systems write, so their writes
+// need no read-modify-write, and the size that deduplicates similar vDisks
+// best. docs/DESIGN.md ("Measurements: block size") records the figures.
+const DefaultBlockSize = 4 << 10
 
 type (
 	// VolumeID names a volume; never reused.
