@@ -47,7 +47,8 @@ var (
 	perfRSSSize = perfByteSize(8 << 30)
 	// The disk's rate varies a lot on a shared virtual disk; a fixed figure
 	// makes x-disk comparable between runs.
-	perfDiskMBps = flag.Float64("disk.mbps", 0, "BenchmarkIngest: the disk's sequential write rate in MB/s for x-disk (0 = measure it once)")
+	perfBlockSize = flag.Int("bench.bs", 0, "block size of the stores the benchmarks make (0 = the default)")
+	perfDiskMBps  = flag.Float64("disk.mbps", 0, "BenchmarkIngest: the disk's sequential write rate in MB/s for x-disk (0 = measure it once)")
 )
 
 func init() {
@@ -110,7 +111,7 @@ func perfDir(tb testing.TB) string {
 func perfOpen(tb testing.TB, dir string) *Store {
 	tb.Helper()
 	if !IsInitialized(dir) {
-		if err := Init(dir, InitOptions{}); err != nil {
+		if err := Init(dir, InitOptions{BlockSize: *perfBlockSize}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -754,8 +755,10 @@ func TestPeakRSS(t *testing.T) {
 	t.Logf("ingested %d MiB of unique data in %v (%.0f MB/s, Flush and Close included; child %v)",
 		size>>20, time.Duration(fields["ingest_ns"]).Round(time.Millisecond),
 		float64(size)/time.Duration(fields["ingest_ns"]).Seconds()/1e6, elapsed.Round(time.Millisecond))
-	t.Logf("peak RSS (VmHWM) %d MiB, limit %d MiB; Go runtime: sys %d MiB, heap_sys %d MiB, total alloc %d MiB, %d GCs",
-		hwm>>20, perfRSSLimit>>20, fields["sys"]>>20, fields["heap_sys"]>>20, fields["total_alloc"]>>20, fields["num_gc"])
+	t.Logf("peak RSS (VmHWM) %d MiB, limit %d MiB; sampled peaks: anonymous %d MiB, file-backed (bbolt mmap) %d MiB",
+		hwm>>20, perfRSSLimit>>20, fields["peak_anon_kib"]>>10, fields["peak_file_kib"]>>10)
+	t.Logf("Go runtime at the end: sys %d MiB, heap_sys %d MiB, total alloc %d MiB, %d GCs",
+		fields["sys"]>>20, fields["heap_sys"]>>20, fields["total_alloc"]>>20, fields["num_gc"])
 	if hwm == 0 {
 		t.Fatal("child reported no VmHWM")
 	}
@@ -779,6 +782,27 @@ func perfRSSIngest(t *testing.T, dir string, size int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// VmHWM is the peak of anonymous plus file-backed resident memory
+	// (bbolt maps its file); sample both to tell which one peaked.
+	var peakAnon, peakFile atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if st, err := perfStatus(); err == nil {
+				peakAnon.Store(max(peakAnon.Load(), st["RssAnon"]))
+				peakFile.Store(max(peakFile.Load(), st["RssFile"]))
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 	ks := perfKeystream(uint64(time.Now().UnixNano()))
 	buf := make([]byte, perfWrite)
 	start := time.Now()
@@ -810,31 +834,40 @@ func perfRSSIngest(t *testing.T, dir string, size int64) {
 		t.Fatal(err)
 	}
 	ingest := time.Since(start)
-	hwm, err := perfVmHWM()
+	close(stop)
+	<-sampled
+	st, err := perfStatus()
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st["VmHWM"] == 0 {
+		t.Fatal("no VmHWM in /proc/self/status")
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	fmt.Printf("DSTORE_RSS vmhwm_kib=%d ingest_ns=%d sys=%d heap_sys=%d total_alloc=%d num_gc=%d\n",
-		hwm, ingest.Nanoseconds(), ms.Sys, ms.HeapSys, ms.TotalAlloc, ms.NumGC)
+	fmt.Printf("DSTORE_RSS vmhwm_kib=%d peak_anon_kib=%d peak_file_kib=%d ingest_ns=%d sys=%d heap_sys=%d total_alloc=%d num_gc=%d\n",
+		st["VmHWM"], peakAnon.Load(), peakFile.Load(), ingest.Nanoseconds(), ms.Sys, ms.HeapSys, ms.TotalAlloc, ms.NumGC)
 }
 
-// perfVmHWM returns the process's peak resident set size in KiB.
-func perfVmHWM() (int64, error) {
+// perfStatus returns the kB fields of /proc/self/status (VmHWM, VmRSS,
+// RssAnon, RssFile, ...).
+func perfStatus() (map[string]int64, error) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
+	out := make(map[string]int64)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		v, kb := strings.CutSuffix(strings.TrimSpace(v), " kB")
+		if !ok || !kb {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+			out[k] = n
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, errors.New("no VmHWM in /proc/self/status")
+	return out, sc.Err()
 }

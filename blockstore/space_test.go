@@ -94,7 +94,7 @@ func TestCloneSpace(t *testing.T) {
 	orig, data := writeRandomVolume(t, s, rng, size, true)
 	packs0, meta0 := storeSpace(t, s)
 	before := packs0 + meta0
-	t.Logf("original: %d MiB written; packs %d, meta.db %d", size>>20, packs0, meta0)
+	t.Logf("original: %d MiB written in %d KiB blocks; packs %d, meta.db %d", size>>20, bs>>10, packs0, meta0)
 
 	frozen, err := s.Freeze(orig.ID())
 	if err != nil {
@@ -220,7 +220,7 @@ func newFreezeCloneFixture(t testing.TB, dir string, size int64) *freezeCloneFix
 	if st.LogBytes != 0 || st.LogicalBytes < size {
 		t.Fatalf("fixture: %d logical bytes destaged, %d still in the log; want %d destaged", st.LogicalBytes, st.LogBytes, size)
 	}
-	t.Logf("fixture: %d MiB written and destaged in %v", size>>20, time.Since(start).Round(time.Millisecond))
+	t.Logf("fixture: %d MiB written in %d KiB blocks and destaged in %v", size>>20, s.BlockSize()>>10, time.Since(start).Round(time.Millisecond))
 	return &freezeCloneFixture{s: s, v: v, size: size}
 }
 

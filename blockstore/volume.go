@@ -537,7 +537,6 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		}
 	}
 	ops := make([]blockOp, n)
-	body := make([]byte, 0, len(p)/2+64*n)
 	var hits []uint64
 	// Fingerprints of a large write are computed on all cores: for
 	// duplicate data they are nearly all the work.
@@ -594,10 +593,12 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		lookups = miss
 		if len(lookups) > 0 {
 			err := s.db.View(func(tx *bolt.Tx) error {
-				idx := tx.Bucket(bIndex)
+				// One cursor for all lookups: Bucket.Get would build a new
+				// one (and allocate its stack) per block.
+				cur := tx.Bucket(bIndex).Cursor()
 				var still []int
 				for _, i := range lookups {
-					if v := idx.Get(ops[i].fp[:]); len(v) == 8 {
+					if k, v := cur.Seek(ops[i].fp[:]); k != nil && bytes.Equal(k, ops[i].fp[:]) && len(v) == 8 {
 						ops[i].kind = kindRef
 						ops[i].sealed = nil
 						ops[i].chunk = binary.LittleEndian.Uint64(v)
@@ -624,16 +625,30 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 			ops[i].codec, ops[i].sealed = s.seal.seal(nil, ops[i].fp, ops[i].sealed)
 		}
 	})
+	// The record goes to the log as parts: the entry headers, and each
+	// sealed block as it is, copied once, into the log buffer.
+	parts := make([][]byte, 0, 2*len(ops)+1)
+	parts = append(parts, nil) // the record header, once the top is known
+	heads := make([]byte, 0, len(ops)*(8+1+32+1+4+8))
 	for i := range ops {
-		if ops[i].kind == kindRef {
+		op := &ops[i]
+		start := len(heads)
+		heads = binary.LittleEndian.AppendUint64(heads, op.blk)
+		heads = append(heads, op.kind)
+		switch op.kind {
+		case kindData:
+			heads = append(heads, op.fp[:]...)
+			heads = append(heads, op.codec)
+			heads = binary.LittleEndian.AppendUint32(heads, uint32(len(op.sealed)))
+			parts = append(parts, heads[start:len(heads):len(heads)], op.sealed)
+		case kindRef:
 			// Only the fingerprint and chunk go to the log; the sealed bytes
 			// of a pending twin stay in memory for reads.
-			sealed := ops[i].sealed
-			ops[i].sealed = nil
-			body = appendBlockOp(body, &ops[i])
-			ops[i].sealed = sealed
-		} else {
-			body = appendBlockOp(body, &ops[i])
+			heads = append(heads, op.fp[:]...)
+			heads = binary.LittleEndian.AppendUint64(heads, op.chunk)
+			parts = append(parts, heads[start:len(heads):len(heads)])
+		default:
+			parts = append(parts, heads[start:len(heads):len(heads)])
 		}
 	}
 	s.mu.Lock()
@@ -642,8 +657,8 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		return 0, fmt.Errorf("volume %d: %w", vs.id, ErrNotFound)
 	}
 	top := vs.top
-	head := appendBlocksHeader(make([]byte, 0, 32), top, mode, size, n)
-	return s.appendLocked(decoded{typ: recBlocks, layer: top, sizeMode: mode, size: size, ops: ops}, head, body)
+	parts[0] = appendBlocksHeader(make([]byte, 0, 32), top, mode, size, n)
+	return s.appendLocked(decoded{typ: recBlocks, layer: top, sizeMode: mode, size: size, ops: ops}, parts...)
 }
 
 // readPartial reads the blocks a write only partly covers.
