@@ -729,7 +729,7 @@ func TestPeakRSS(t *testing.T) {
 		defer cancel()
 	}
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPeakRSS$", "-test.v", "-test.timeout=0",
-		"-rss.size="+strconv.FormatInt(size, 10))
+		"-rss.size="+strconv.FormatInt(size, 10), "-bench.bs="+strconv.Itoa(*perfBlockSize))
 	cmd.Env = append(os.Environ(), perfRSSChild+"="+dir)
 	cmd.Stderr = os.Stderr
 	start := time.Now()
@@ -771,7 +771,7 @@ func TestPeakRSS(t *testing.T) {
 // incompressible data in 1 MiB writes, Syncing every 256 MiB, then Flushes
 // and Closes and prints its peak RSS.
 func perfRSSIngest(t *testing.T, dir string, size int64) {
-	if err := Init(dir, InitOptions{}); err != nil {
+	if err := Init(dir, InitOptions{BlockSize: *perfBlockSize}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := Open(dir, Options{})

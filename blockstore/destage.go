@@ -555,6 +555,11 @@ func (s *Store) applyEffectTx(mb, vb *bolt.Bucket, lt *txLayers, e *effect) erro
 			return err
 		}
 		return lt.del(e.id)
+	case effExt:
+		if s.opts.Extension == nil {
+			return fmt.Errorf("blockstore: extension payload in the log but no Extension: %w", ErrCorrupt)
+		}
+		return s.opts.Extension.Destage(lt.b.Tx(), e.ext)
 	}
 	return nil
 }

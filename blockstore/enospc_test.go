@@ -198,8 +198,8 @@ func testFullDisk(t *testing.T, reserve int64) {
 	// Destage gave back log space; fill what is left until refused again.
 	last := vols[len(vols)-1]
 	for off, i := int64(len(last.data)), 0; ; off, i = off+1<<20, i+1 {
-		p := bytes.Repeat([]byte{byte(i + 1)}, 1<<20)
-		fillRand(rng, p[:4096])
+		p := make([]byte, 1<<20)
+		fillRand(rng, p) // incompressible and unique: it takes its space
 		if _, err := last.v.WriteAtStable(p, off); err != nil {
 			if !errors.Is(err, ErrNoSpace) {
 				t.Fatalf("write on a full disk: %v, want ErrNoSpace", err)

@@ -30,6 +30,7 @@ const (
 	effPutVolume uint8 = 3 // u64 volume | u64 top layer
 	effDelVolume uint8 = 4 // u64 volume
 	effMerge     uint8 = 5 // u64 from | u64 into | u64 lineage | u64 visible limit
+	effExt       uint8 = 6 // u64 zero | u32 n | n bytes for the Extension
 )
 
 const noLimit = ^uint64(0)
@@ -121,6 +122,7 @@ type effect struct {
 	lineage uint64 // effMerge
 	limit   uint64 // effMerge: visible limit of the absorbed entries
 	rec     layerRec
+	ext     []byte // effExt
 }
 
 func appendBlocksHeader(b []byte, layer uint64, mode uint8, size int64, n int) []byte {
@@ -164,6 +166,9 @@ func appendMetaRec(b []byte, effs []effect) []byte {
 			b = binary.LittleEndian.AppendUint64(b, e.other)
 			b = binary.LittleEndian.AppendUint64(b, e.lineage)
 			b = binary.LittleEndian.AppendUint64(b, e.limit)
+		case effExt:
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(e.ext)))
+			b = append(b, e.ext...)
 		}
 	}
 	return b
@@ -299,6 +304,11 @@ func decodePayload(p []byte, maxSealed int) (decoded, error) {
 				e.other = r.u64()
 				e.lineage = r.u64()
 				e.limit = r.u64()
+			case effExt:
+				if e.id != 0 && r.err == nil {
+					return d, fmt.Errorf("log payload: extension effect id %d: %w", e.id, ErrCorrupt)
+				}
+				e.ext = r.bytes(int(r.u32()))
 			default:
 				if r.err == nil {
 					return d, fmt.Errorf("log payload: effect kind %d: %w", e.kind, ErrCorrupt)

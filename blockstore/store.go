@@ -72,6 +72,9 @@ type Options struct {
 	ReserveBytes int64
 	// Remote resolves the name recorded in a remote layer to its basis.
 	Remote func(name string) (RemoteBasis, error)
+	// Extension keeps the metadata of the package above in the NVLOG and
+	// bbolt (see Extension).
+	Extension Extension
 
 	noSpaceCheck bool // tests: let writes run into the real ENOSPC paths
 }
@@ -135,6 +138,8 @@ type Store struct {
 	room       *sync.Cond // signalled when destage frees log space
 	destageErr error
 	closed     bool
+	replaying  bool  // Open is replaying the log
+	replayErr  error // the first extension replay error
 
 	destageMu     sync.Mutex // serializes destage and GC: the bbolt and pack writers
 	pack          *packWriter
@@ -477,8 +482,16 @@ func (s *Store) load() error {
 	if err != nil {
 		return err
 	}
+	if ext := s.opts.Extension; ext != nil {
+		if err := s.db.View(ext.Load); err != nil {
+			s.log.close()
+			return fmt.Errorf("blockstore: extension load: %w", err)
+		}
+	}
 	maxSealed := maxSealedLen(s.bs)
 	n := 0
+	s.replaying = true
+	defer func() { s.replaying = false }()
 	_, err = s.log.replay(checkpoint, func(start LSN, payload []byte) error {
 		end := logRecordEnd(start, len(payload))
 		p := append([]byte(nil), payload...)
@@ -488,7 +501,7 @@ func (s *Store) load() error {
 		}
 		n++
 		s.applyLocked(d, end, int64(len(p)))
-		return nil
+		return s.replayErr
 	})
 	if err != nil {
 		s.log.close()
@@ -728,6 +741,12 @@ func (s *Store) applyEffect(e *effect) {
 		v.top = e.other
 	case effDelVolume:
 		delete(s.vols, e.id)
+	case effExt:
+		if s.replaying && s.opts.Extension != nil {
+			if err := s.opts.Extension.Replay(e.ext); err != nil {
+				s.replayErr = fmt.Errorf("blockstore: extension replay: %w", err)
+			}
+		}
 	case effMerge:
 		from, into := s.layers[e.id], s.layers[e.other]
 		if into != nil {
@@ -764,45 +783,6 @@ func (s *Store) allocID() uint64 {
 	return id
 }
 
-// CreateVolume makes a new, empty volume.
-func (s *Store) CreateVolume() (*Volume, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	vid, lid := s.allocID(), s.allocID()
-	effs := []effect{
-		{kind: effPutLayer, id: lid, rec: layerRec{lineage: lid, limit: noLimit}},
-		{kind: effPutVolume, id: vid, other: lid},
-	}
-	if err := s.logMeta(effs); err != nil {
-		return nil, err
-	}
-	return &Volume{s: s, id: vid}, nil
-}
-
-// CreateRemoteVolume makes a volume whose basis is the remote layer named
-// name (resolved by Options.Remote), of the given size. Reads of blocks the
-// volume has not written fetch them from the basis and keep them.
-func (s *Store) CreateRemoteVolume(name string, size int64) (*Volume, LayerID, error) {
-	if size < 0 || size > MaxVolumeSize {
-		return nil, 0, ErrTooLarge
-	}
-	if name == "" || len(name) > 1024 {
-		return nil, 0, fmt.Errorf("blockstore: remote name length %d", len(name))
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	root, vid, top := s.allocID(), s.allocID(), s.allocID()
-	effs := []effect{
-		{kind: effPutLayer, id: root, rec: layerRec{lineage: root, size: size, limit: noLimit, children: 1, flags: layerFrozen | layerRemote, remote: name}},
-		{kind: effPutLayer, id: top, rec: layerRec{parent: root, lineage: root, size: size, limit: noLimit}},
-		{kind: effPutVolume, id: vid, other: top},
-	}
-	if err := s.logMeta(effs); err != nil {
-		return nil, 0, err
-	}
-	return &Volume{s: s, id: vid}, LayerID(root), nil
-}
-
 // OpenVolume returns a handle on an existing volume.
 func (s *Store) OpenVolume(id VolumeID) (*Volume, error) {
 	s.mu.Lock()
@@ -825,228 +805,6 @@ func (s *Store) Volumes() []VolumeID {
 	return ids
 }
 
-// DeleteVolume removes a volume; its data stays as long as frozen layers
-// (snapshots, clones) need it.
-func (s *Store) DeleteVolume(id VolumeID) error {
-	s.mu.Lock()
-	v := s.vols[uint64(id)]
-	s.mu.Unlock()
-	if v == nil {
-		return fmt.Errorf("volume %d: %w", id, ErrNotFound)
-	}
-	v.rw.Lock()
-	defer v.rw.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.vols[uint64(id)] != v {
-		return fmt.Errorf("volume %d: %w", id, ErrNotFound)
-	}
-	effs := []effect{{kind: effDelVolume, id: uint64(id)}}
-	effs = s.dropLayer(v.top, effs, nil)
-	return s.logMeta(effs)
-}
-
-// dropLayer appends the effects that delete layer id and release its parent,
-// cascading up while ancestors become unreferenced. staged holds records
-// already changed by earlier effects of the same operation.
-// REQUIRES: s.mu held.
-func (s *Store) dropLayer(id uint64, effs []effect, staged map[uint64]*layerRec) []effect {
-	for id != 0 {
-		l := s.layers[id]
-		if l == nil {
-			return effs
-		}
-		effs = append(effs, effect{kind: effDelLayer, id: id, other: l.rec.lineage})
-		p := l.rec.parent
-		if p == 0 {
-			return effs
-		}
-		pr := s.staged(p, staged)
-		if pr == nil {
-			return effs
-		}
-		if pr.children > 0 {
-			pr.children--
-		}
-		if pr.children == 0 && pr.holds == 0 {
-			id = p
-			continue
-		}
-		effs = append(effs, effect{kind: effPutLayer, id: p, rec: *pr})
-		return effs
-	}
-	return effs
-}
-
-func (s *Store) staged(id uint64, staged map[uint64]*layerRec) *layerRec {
-	if staged != nil {
-		if r := staged[id]; r != nil {
-			return r
-		}
-	}
-	l := s.layers[id]
-	if l == nil {
-		return nil
-	}
-	r := l.rec
-	if staged != nil {
-		staged[id] = &r
-	}
-	return &r
-}
-
-// Freeze freezes the top layers of the given volumes in one atomic step and
-// gives each volume a new empty top: the snapshot primitive. It is O(1) in
-// data size and does not pause I/O; the frozen layers hold exactly the writes
-// logged before it. Each returned layer carries one hold for the caller,
-// dropped with Release.
-func (s *Store) Freeze(ids ...VolumeID) ([]LayerID, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	seen := make(map[VolumeID]bool, len(ids))
-	effs := make([]effect, 0, 3*len(ids))
-	out := make([]LayerID, 0, len(ids))
-	for _, id := range ids {
-		if seen[id] {
-			return nil, fmt.Errorf("blockstore: volume %d named twice", id)
-		}
-		seen[id] = true
-		v := s.vols[uint64(id)]
-		if v == nil {
-			return nil, fmt.Errorf("volume %d: %w", id, ErrNotFound)
-		}
-		old := s.layers[v.top]
-		rec := old.rec
-		rec.flags |= layerFrozen
-		rec.holds++
-		rec.children++
-		nid := s.allocID()
-		effs = append(effs,
-			effect{kind: effPutLayer, id: v.top, rec: rec},
-			effect{kind: effPutLayer, id: nid, rec: layerRec{parent: v.top, lineage: rec.lineage, size: rec.size, limit: noLimit}},
-			effect{kind: effPutVolume, id: uint64(id), other: nid})
-		out = append(out, LayerID(v.top))
-	}
-	if err := s.logMeta(effs); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// Hold adds a hold on a frozen layer (a second snapshot naming it, say).
-func (s *Store) Hold(id LayerID) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.layers[uint64(id)]
-	if l == nil || !l.rec.frozen() {
-		return fmt.Errorf("frozen layer %d: %w", id, ErrNotFound)
-	}
-	rec := l.rec
-	rec.holds++
-	return s.logMeta([]effect{{kind: effPutLayer, id: uint64(id), rec: rec}})
-}
-
-// Clone makes a new volume over a frozen layer: O(1), no data copied.
-func (s *Store) Clone(id LayerID) (*Volume, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.layers[uint64(id)]
-	if l == nil || !l.rec.frozen() {
-		return nil, fmt.Errorf("frozen layer %d: %w", id, ErrNotFound)
-	}
-	rec := l.rec
-	rec.children++
-	vid, nid := s.allocID(), s.allocID()
-	effs := []effect{
-		{kind: effPutLayer, id: uint64(id), rec: rec},
-		{kind: effPutLayer, id: nid, rec: layerRec{parent: uint64(id), lineage: rec.lineage, size: rec.size, limit: noLimit}},
-		{kind: effPutVolume, id: vid, other: nid},
-	}
-	if err := s.logMeta(effs); err != nil {
-		return nil, err
-	}
-	return &Volume{s: s, id: vid}, nil
-}
-
-// Restore replaces a volume's top with a new empty layer over a frozen layer:
-// the volume reads as that layer did, at once. Writes to the old top are
-// dropped.
-func (s *Store) Restore(vid VolumeID, id LayerID) error {
-	s.mu.Lock()
-	v := s.vols[uint64(vid)]
-	s.mu.Unlock()
-	if v == nil {
-		return fmt.Errorf("volume %d: %w", vid, ErrNotFound)
-	}
-	v.rw.Lock()
-	defer v.rw.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.layers[uint64(id)]
-	if l == nil || !l.rec.frozen() {
-		return fmt.Errorf("frozen layer %d: %w", id, ErrNotFound)
-	}
-	if s.vols[uint64(vid)] != v {
-		return fmt.Errorf("volume %d: %w", vid, ErrNotFound)
-	}
-	staged := make(map[uint64]*layerRec)
-	rec := s.staged(uint64(id), staged)
-	rec.children++
-	nid := s.allocID()
-	effs := []effect{
-		{kind: effPutLayer, id: nid, rec: layerRec{parent: uint64(id), lineage: rec.lineage, size: rec.size, limit: noLimit}},
-		{kind: effPutVolume, id: uint64(vid), other: nid},
-	}
-	effs = s.dropLayer(v.top, effs, staged)
-	// The frozen layer's own record goes first (its children count), unless
-	// the cascade above already wrote it.
-	effs = append([]effect{{kind: effPutLayer, id: uint64(id), rec: *rec}}, effs...)
-	effs = dedupePuts(effs)
-	return s.logMeta(effs)
-}
-
-// dedupePuts keeps, for each layer put more than once, only its last put, at
-// the position of that last put, so effects stay in a valid order.
-func dedupePuts(effs []effect) []effect {
-	last := make(map[uint64]int)
-	for i, e := range effs {
-		if e.kind == effPutLayer {
-			last[e.id] = i
-		}
-	}
-	out := effs[:0:0]
-	for i, e := range effs {
-		if e.kind == effPutLayer && last[e.id] != i {
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-// Release drops one hold on a frozen layer. A layer with no holds and no
-// children is deleted, and its ancestors with it when they become
-// unreferenced; a layer with one child is merged into it in the background.
-func (s *Store) Release(id LayerID) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.layers[uint64(id)]
-	if l == nil || !l.rec.frozen() || l.rec.remote != "" && l.rec.holds == 0 {
-		return fmt.Errorf("held layer %d: %w", id, ErrNotFound)
-	}
-	if l.rec.holds == 0 {
-		return fmt.Errorf("layer %d has no holds: %w", id, ErrNotFound)
-	}
-	rec := l.rec
-	rec.holds--
-	var effs []effect
-	if rec.holds == 0 && rec.children == 0 {
-		effs = s.dropLayer(uint64(id), nil, nil)
-	} else {
-		effs = []effect{{kind: effPutLayer, id: uint64(id), rec: rec}}
-	}
-	return s.logMeta(effs)
-}
 
 // LayerInfo describes a layer for callers above (snapstore, objex).
 type LayerInfo struct {
