@@ -805,7 +805,6 @@ func (s *Store) Volumes() []VolumeID {
 	return ids
 }
 
-
 // LayerInfo describes a layer for callers above (snapstore, objex).
 type LayerInfo struct {
 	ID       LayerID
