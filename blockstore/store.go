@@ -218,6 +218,9 @@ type volState struct {
 	seqRun   int
 	// readingAhead: a read-ahead of this volume is running (guarded by Store.mu)
 	readingAhead bool
+	// alloc caches Allocated, counted at allocAt (guarded by Store.mu)
+	alloc   int64
+	allocAt time.Time
 }
 
 // Volume is a handle on a volume. Handles are cheap; several may name the
@@ -760,21 +763,6 @@ func (s *Store) applyEffect(e *effect) {
 		delete(s.layers, e.id)
 		delete(s.mergeable, e.id)
 	}
-}
-
-// logMeta logs a metadata record and waits until it is durable: layer
-// operations are acknowledged only when they survive a crash.
-func (s *Store) logMeta(effs []effect) error {
-	payload := appendMetaRec(nil, effs)
-	end, err := s.appendLocked(decoded{typ: recMeta, effs: effs}, payload)
-	if err != nil {
-		return err
-	}
-	s.mu.Unlock()
-	err = s.log.waitDurable(end)
-	s.mu.Lock()
-	s.kick()
-	return err
 }
 
 func (s *Store) allocID() uint64 {

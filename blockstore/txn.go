@@ -43,6 +43,21 @@ type Txn struct {
 // held exclusively (no write in flight), which Restore requires. fn must not
 // call other Store methods.
 func (s *Store) Update(lock []VolumeID, fn func(t *Txn) error) error {
+	end, err := s.UpdateAsync(lock, fn)
+	if err != nil || end == 0 {
+		return err
+	}
+	err = s.log.waitDurable(end)
+	s.kick()
+	return err
+}
+
+// UpdateAsync is Update without the wait: the record is in the log and its
+// effects are visible when it returns, and it is durable once WaitDurable
+// of the returned LSN returns (0: nothing was logged). Callers that hold
+// their own locks release them before waiting, so concurrent operations
+// share one fdatasync.
+func (s *Store) UpdateAsync(lock []VolumeID, fn func(t *Txn) error) (LSN, error) {
 	lock = slices.Clone(lock)
 	slices.Sort(lock)
 	lock = slices.Compact(lock)
@@ -57,7 +72,7 @@ func (s *Store) Update(lock []VolumeID, fn func(t *Txn) error) error {
 		v := s.vols[uint64(id)]
 		s.mu.Unlock()
 		if v == nil {
-			return fmt.Errorf("volume %d: %w", id, ErrNotFound)
+			return 0, fmt.Errorf("volume %d: %w", id, ErrNotFound)
 		}
 		v.rw.Lock()
 		held = append(held, v)
@@ -65,11 +80,11 @@ func (s *Store) Update(lock []VolumeID, fn func(t *Txn) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	for _, v := range held {
 		if s.vols[v.id] != v {
-			return fmt.Errorf("volume %d: %w", v.id, ErrNotFound)
+			return 0, fmt.Errorf("volume %d: %w", v.id, ErrNotFound)
 		}
 	}
 	t := &Txn{s: s, staged: map[uint64]*layerRec{}, gone: map[uint64]bool{}, tops: map[uint64]uint64{}, held: map[uint64]bool{}}
@@ -77,12 +92,21 @@ func (s *Store) Update(lock []VolumeID, fn func(t *Txn) error) error {
 		t.held[v.id] = true
 	}
 	if err := fn(t); err != nil {
-		return err
+		return 0, err
 	}
 	if len(t.effs) == 0 {
+		return 0, nil
+	}
+	effs := t.final()
+	return s.appendLocked(decoded{typ: recMeta, effs: effs}, appendMetaRec(nil, effs))
+}
+
+// WaitDurable returns once everything logged up to end is durable.
+func (s *Store) WaitDurable(end LSN) error {
+	if end == 0 {
 		return nil
 	}
-	return s.logMeta(t.final())
+	return s.log.waitDurable(end)
 }
 
 // final returns the effects with every layer put carrying the layer's last

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -836,4 +837,46 @@ func parallel(n int, fn func(lo, hi int)) {
 	}
 	fn(0, min(per, n))
 	wg.Wait()
+}
+
+// allocTTL is how long Allocated trusts its last count.
+const allocTTL = 2 * time.Second
+
+// Allocated returns the bytes of the volume's blocks that hold data (not
+// holes, not remote blocks yet to be fetched): what a thin-provisioned file
+// costs before dedupe and compression, the `used` NFS reports. The count
+// takes a scan of the volume's map entries, so it is cached for a short
+// while.
+func (v *Volume) Allocated() int64 {
+	vs, err := v.state()
+	if err != nil {
+		return 0
+	}
+	s := v.s
+	s.mu.Lock()
+	if time.Since(vs.allocAt) < allocTTL {
+		n := vs.alloc
+		s.mu.Unlock()
+		return n
+	}
+	nb := blocksFor(l0size(s, vs), s.bs)
+	s.mu.Unlock()
+	var blocks int64
+	const step = 1 << 16
+	for first := uint64(0); first < nb; first += step {
+		refs, _, err := s.resolve(vs, first, int(min(step, nb-first)))
+		if err != nil {
+			return 0
+		}
+		for _, r := range refs {
+			if !r.hole && !r.remote {
+				blocks++
+			}
+		}
+	}
+	n := blocks * int64(s.bs)
+	s.mu.Lock()
+	vs.alloc, vs.allocAt = n, time.Now()
+	s.mu.Unlock()
+	return n
 }
