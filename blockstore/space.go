@@ -49,3 +49,24 @@ func (s *Store) checkSpace(n int64) error {
 	}
 	return nil
 }
+
+// Capacity describes the file system under the datastore, less the reserve
+// that data writes may not use (FSSTAT).
+type Capacity struct {
+	Total, Free, Avail uint64 // bytes
+	Files, FreeFiles   uint64
+}
+
+// Capacity reports the data directory's file system's space.
+func (s *Store) Capacity() (Capacity, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return Capacity{}, fmt.Errorf("blockstore: statfs: %w", err)
+	}
+	bs := uint64(st.Bsize)
+	c := Capacity{Total: st.Blocks * bs, Free: st.Bfree * bs, Avail: st.Bavail * bs, Files: st.Files, FreeFiles: st.Ffree}
+	r := uint64(max(s.opts.ReserveBytes, 0))
+	c.Free = c.Free - min(c.Free, r)
+	c.Avail = c.Avail - min(c.Avail, r)
+	return c, nil
+}

@@ -108,6 +108,7 @@ var (
 	kNextChunk   = []byte("next_chunk")
 	kNextPack    = []byte("next_pack")
 	kOpenPack    = []byte("open_pack")
+	kID          = []byte("datastore_id")
 )
 
 // Store is an open datastore's block store. All methods are safe for
@@ -123,6 +124,7 @@ type Store struct {
 	log    *nvlog
 	seal   *sealer
 	bs     int
+	id     uint64 // datastore identity (meta "datastore_id")
 	cache  *chunkCache
 	packs  *packFiles
 
@@ -252,6 +254,13 @@ func Init(dir string, o InitOptions) error {
 	if _, err := rand.Read(fpKey[:]); err != nil {
 		return err
 	}
+	// The datastore's identity: the NFS fsid, stable for its life, never 0.
+	var id [8]byte
+	for binary.BigEndian.Uint64(id[:]) == 0 {
+		if _, err := rand.Read(id[:]); err != nil {
+			return err
+		}
+	}
 	// Validate the codec name before anything is written.
 	if _, err := newSealer(sealerConfig{FingerprintKey: fpKey, Compression: o.Compression, BlockSize: o.BlockSize}); err != nil {
 		return err
@@ -309,6 +318,7 @@ func Init(dir string, o InitOptions) error {
 			{kNextChunk, u64b(1)},
 			{kNextPack, u64b(1)},
 			{kOpenPack, u64b(0)},
+			{kID, id[:]},
 		} {
 			if err := m.Put(kv.k, kv.v); err != nil {
 				return err
@@ -410,6 +420,7 @@ func (s *Store) load() error {
 		s.nextChunk = getU64(m, kNextChunk)
 		s.nextPack = getU64(m, kNextPack)
 		openPack = getU64(m, kOpenPack)
+		s.id = getU64(m, kID)
 		if openPack != 0 {
 			if v := tx.Bucket(bPacks).Get(u64b(openPack)); v != nil {
 				openSize = int64(binary.LittleEndian.Uint64(v))
@@ -602,6 +613,10 @@ func (s *Store) Close() error {
 	}
 	return err
 }
+
+// ID is the datastore's identity: random at init, never 0, stable for its
+// life (the NFS fsid).
+func (s *Store) ID() uint64 { return s.id }
 
 // BlockSize is the datastore's block size in bytes.
 func (s *Store) BlockSize() int { return s.bs }

@@ -104,6 +104,7 @@ func newApp() *cli.App {
 			leaf(statusCommand(g)),
 			leaf(verifyCommand(g)),
 			leaf(gcCommand(g)),
+			leaf(serveCommand(g)),
 		},
 	}
 	return app

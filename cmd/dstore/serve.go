@@ -1,0 +1,130 @@
+package main
+
+// dstore serve: the NFSv3 server.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/dstore/dstore/blockstore"
+	"github.com/dstore/dstore/nfsfs"
+	"github.com/dstore/dstore/snapstore"
+)
+
+func serveCommand(g *globals) *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "serve the datastore over NFSv3 (MOUNT and NFS on one port; PORTMAP optional)",
+		Flags: []cli.Flag{
+			dataFlag(),
+			&cli.StringFlag{Name: "nfs", Value: "127.0.0.1:2049", Usage: "listen for NFS and MOUNT on `ADDR:PORT`"},
+			&cli.StringFlag{Name: "portmap", Usage: "also serve PORTMAP v2 on `ADDR:PORT` (111 for ESXi and a plain mount)"},
+			&cli.StringFlag{Name: "allow", Usage: "clients allowed, `CIDR[,CIDR...]` (default: loopback only)"},
+			&cli.BoolFlag{Name: "read-only", Usage: "refuse every change"},
+			&cli.BoolFlag{Name: "root-squash", Usage: "map uid 0 to nobody (ESXi needs root: leave off for ESXi)"},
+			&cli.BoolFlag{Name: "all-squash", Usage: "map every uid to nobody"},
+			&cli.BoolFlag{Name: "secure", Usage: "accept only privileged source ports (< 1024)"},
+		},
+		Action: func(c *cli.Context) error {
+			var access nfsfs.Access
+			if s := c.String("allow"); s != "" {
+				for _, part := range strings.Split(s, ",") {
+					p, err := netip.ParsePrefix(strings.TrimSpace(part))
+					if err != nil {
+						return usagef("--allow %q: %v", part, err)
+					}
+					access.Allow = append(access.Allow, p.Masked())
+				}
+			}
+			access.Secure = c.Bool("secure")
+			return serve(c.Context, g, c.String("data"), c.String("nfs"), c.String("portmap"), nfsfs.Options{
+				Logger:     g.logger(),
+				ReadOnly:   c.Bool("read-only"),
+				RootSquash: c.Bool("root-squash"),
+				AllSquash:  c.Bool("all-squash"),
+				Access:     access,
+			}, c.App.Writer)
+		},
+	}
+}
+
+// serve runs the server until ctx ends (SIGTERM, SIGINT), then drains
+// in-flight requests, syncs and closes the datastore.
+func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, o nfsfs.Options, out interface{ Write([]byte) (int, error) }) error {
+	log := g.logger()
+	if !blockstore.IsInitialized(dir) {
+		if err := blockstore.Init(dir, blockstore.InitOptions{}); err != nil {
+			return fmt.Errorf("initializing %s: %w", dir, err)
+		}
+		log.Info("initialized a new datastore", "dir", dir)
+	}
+	ds, err := snapstore.Open(dir, blockstore.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	nfs := nfsfs.NewNFS(ds, o)
+	srv := nfsfs.NewServer(nfsfs.ServerOptions{Logger: log})
+	srv.Register(nfs.Program())
+	srv.Register(nfsfs.NewMount(nfs, o.Access).Program())
+	l, err := net.Listen("tcp", nfsAddr)
+	if err != nil {
+		ds.Close()
+		return err
+	}
+	port := uint32(l.Addr().(*net.TCPAddr).Port)
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(l) }()
+	var pmap *nfsfs.Server
+	if pmapAddr != "" {
+		pl, err := net.Listen("tcp", pmapAddr)
+		if err != nil {
+			srv.Close()
+			ds.Close()
+			return err
+		}
+		pmap = nfsfs.NewServer(nfsfs.ServerOptions{Logger: log})
+		const tcp = 6
+		pmap.Register(nfsfs.NewPortmap(map[nfsfs.Mapping]uint32{
+			{Prog: nfsfs.ProgNFS, Vers: 3, Prot: tcp}:  port,
+			{Prog: nfsfs.ProgMNT, Vers: 3, Prot: tcp}:  port,
+			{Prog: nfsfs.ProgPMAP, Vers: 2, Prot: tcp}: uint32(pl.Addr().(*net.TCPAddr).Port),
+		}))
+		go func() { errc <- pmap.Serve(pl) }()
+	}
+	host, _, _ := net.SplitHostPort(l.Addr().String())
+	log.Info("serving NFSv3", "dir", dir, "nfs", l.Addr().String(), "portmap", pmapAddr)
+	fmt.Fprintf(out, "dstore %s serving %s over NFSv3 on %s\n", version, dir, l.Addr())
+	fmt.Fprintf(out, "Linux:  mount -t nfs -o vers=3,tcp,nolock,port=%d,mountport=%d %s:/ /mnt\n", port, port, host)
+	if pmapAddr != "" {
+		fmt.Fprintf(out, "        (with the portmapper: mount -t nfs -o vers=3,nolock %s:/ /mnt)\n", host)
+		fmt.Fprintf(out, "ESXi:   esxcli storage nfs add --host %s --share / --volume-name dstore\n", host)
+	} else {
+		fmt.Fprintf(out, "ESXi:   needs --portmap 0.0.0.0:111 and NFS on port 2049, then: esxcli storage nfs add --host %s --share / --volume-name dstore\n", host)
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		log.Error("server stopped", "err", err)
+	}
+	log.Info("shutting down: draining requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if pmap != nil {
+		pmap.Shutdown(sctx)
+	}
+	if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, context.Canceled) {
+		log.Warn("shutdown", "err", serr)
+	}
+	if cerr := ds.Close(); cerr != nil {
+		return cerr
+	}
+	log.Info("datastore closed", "dir", dir)
+	return err
+}

@@ -1,0 +1,46 @@
+// Package nfsfs is dstore's NFS front end, and only the protocol: an ONC RPC
+// server and client over TCP with XDR encoding, the PORTMAP program, and
+// (to come) MOUNT v3 and NFSv3 over the snapstore namespace. Every name, file
+// and volume lives in snapstore; nfsfs decodes calls, checks who may make
+// them, and encodes answers.
+//
+// # Vocabulary
+//
+//   - Record: one RPC message on a TCP stream, sent as fragments each led by
+//     a 4-byte mark (length, and a bit for the last fragment; RFC 5531
+//     section 11).
+//   - Call, reply, xid: a request and its answer; the xid, chosen by the
+//     client, is how a reply finds its call.
+//   - Program, version, procedure: what a call names (PORTMAP is program
+//     100000 version 2). A Program serves a range of versions.
+//   - accept_stat, reject_stat, auth_stat: how a reply says why a call was
+//     not served (AcceptStat, RejectStat, AuthStat).
+//   - DRC: the duplicate request cache, which replays the first reply to a
+//     retransmitted non-idempotent call.
+//
+// # Invariants
+//
+//   - R1: per connection one goroutine reads; at most MaxInFlight calls are
+//     read and not yet answered; at the cap it stops reading, so a client
+//     that sends faster than the server answers is slowed, not buffered.
+//   - R2: at most Workers handlers run at once, over all connections.
+//   - R3: each reply is one record, written whole by its connection's single
+//     writer; replies go out in completion order, not request order.
+//   - R4: a Call, its Args, and every slice Args returned are valid only
+//     until the handler returns: record buffers are reused.
+//   - R5: a record over MaxRecord, a write the client does not read, or
+//     garbage on the stream ends that connection only.
+//   - R6: no state is kept on a connection beyond the stream: the DRC is
+//     keyed on client address, port, xid, program, version, procedure and an
+//     argument hash, because ESXi reconnects from the same port and
+//     retransmits there.
+//   - R7: a handler's error or panic becomes a SYSTEM_ERR reply and a log
+//     line; the connection and the server go on.
+//
+// # Caveats
+//
+// Memory per connection is bounded by MaxInFlight times MaxRecord (about
+// 272 MiB at the defaults, reached only by 256 outstanding 1 MiB writes).
+// A handler that never returns holds its worker and blocks Shutdown until
+// its context expires.
+package nfsfs
