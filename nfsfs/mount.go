@@ -62,7 +62,7 @@ type Mount struct {
 	access Access
 	log    *slog.Logger
 
-	mu     sync.Mutex // guards mounts
+	mu     sync.Mutex                 // guards mounts
 	mounts map[string]map[string]bool // client host -> paths, for DUMP
 }
 
