@@ -26,10 +26,10 @@ endef
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/dstore ./cmd/dstore
 
-# Until the NFS server exists, run initializes ./data once and reports on it.
+# run serves ./data over NFSv3 on 127.0.0.1:2049 (initializing it if empty)
+# until Ctrl-C.
 run: build
-	bin/dstore init --data $(DATA) --exist-ok
-	bin/dstore status --data $(DATA)
+	bin/dstore serve --data $(DATA)
 
 vet:
 	$(GO) vet ./...
