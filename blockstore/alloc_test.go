@@ -23,12 +23,11 @@ func TestAllocated(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := func(v *Volume) int64 {
-		s.mu.Lock()
-		if vs := s.vols[v.id]; vs != nil {
-			vs.allocAt = vs.allocAt.AddDate(-1, 0, 0)
+		vs, err := v.state()
+		if err != nil {
+			t.Fatal(err)
 		}
-		s.mu.Unlock()
-		return v.Allocated() / 4096
+		return s.recount(vs) / 4096
 	}
 	if err := v.Truncate(40 << 30); err != nil { // a 40 GiB sparse disk
 		t.Fatal(err)

@@ -221,8 +221,9 @@ type volState struct {
 	// readingAhead: a read-ahead of this volume is running (guarded by Store.mu)
 	readingAhead bool
 	// alloc caches Allocated, counted at allocAt (guarded by Store.mu)
-	alloc   int64
-	allocAt time.Time
+	alloc     int64
+	allocAt   time.Time
+	allocBusy bool // a background recount is running
 }
 
 // Volume is a handle on a volume. Handles are cheap; several may name the

@@ -844,9 +844,10 @@ const allocTTL = 2 * time.Second
 
 // Allocated returns the bytes of the volume's blocks that hold data (not
 // holes, not remote blocks yet to be fetched): what a thin-provisioned file
-// costs before dedupe and compression, the `used` NFS reports. The count
-// takes a scan of the volume's map entries, so it is cached for a short
-// while.
+// costs before dedupe and compression, the `used` NFS reports. Counting
+// walks the volume's map entries, so the count is cached: the first call
+// counts, later calls return the last count at once and refresh it in the
+// background when it is older than allocTTL.
 func (v *Volume) Allocated() int64 {
 	vs, err := v.state()
 	if err != nil {
@@ -854,22 +855,44 @@ func (v *Volume) Allocated() int64 {
 	}
 	s := v.s
 	s.mu.Lock()
-	if time.Since(vs.allocAt) < allocTTL {
-		n := vs.alloc
-		s.mu.Unlock()
-		return n
+	fresh := time.Since(vs.allocAt) < allocTTL
+	known := !vs.allocAt.IsZero()
+	n := vs.alloc
+	refresh := known && !fresh && !vs.allocBusy && !s.closed
+	if refresh {
+		vs.allocBusy = true
+		s.bg.Add(1)
 	}
+	s.mu.Unlock()
+	switch {
+	case fresh:
+		return n
+	case refresh:
+		go func() {
+			defer s.bg.Done()
+			s.recount(vs)
+		}()
+		return n
+	case known:
+		return n // a refresh is running
+	}
+	return s.recount(vs)
+}
+
+// recount counts vs's allocated bytes and caches the count.
+func (s *Store) recount(vs *volState) int64 {
+	s.mu.Lock()
 	nb := blocksFor(l0size(s, vs), s.bs)
 	s.mu.Unlock()
 	blocks, err := s.countAllocated(vs, nb)
-	if err != nil {
-		return 0
-	}
-	n := blocks * int64(s.bs)
 	s.mu.Lock()
-	vs.alloc, vs.allocAt = n, time.Now()
-	s.mu.Unlock()
-	return n
+	defer s.mu.Unlock()
+	vs.allocBusy = false
+	if err != nil {
+		return vs.alloc
+	}
+	vs.alloc, vs.allocAt = blocks*int64(s.bs), time.Now()
+	return vs.alloc
 }
 
 // countAllocated counts the blocks below nb that hold data, walking the map
