@@ -175,6 +175,7 @@ func (s *Store) destage() error {
 	if s.pack != nil {
 		s.packCommitted = s.pack.size()
 	}
+	s.dropMetaPages()
 	for _, w := range closedPacks {
 		if err := w.close(); err != nil {
 			s.logger.Warn("blockstore: closing pack", "pack", w.id(), "err", err)

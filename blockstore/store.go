@@ -57,8 +57,10 @@ type RemoteBasis interface {
 
 // Options tune an open store; the zero value is sensible.
 type Options struct {
-	Logger      *slog.Logger
-	MaxLogBytes int64 // NVLOG bound; writers wait for destage beyond it. 0 = 256 MiB
+	Logger *slog.Logger
+	// MaxLogBytes bounds what is logged but not destaged (and so held in
+	// memory); writers wait for destage beyond it. 0 = 96 MiB.
+	MaxLogBytes int64
 	CacheBytes  int64 // decoded chunk cache. 0 = 64 MiB
 	// DestageDelay is how long destage lets a partial batch gather. 0 = 50ms.
 	DestageDelay time.Duration
@@ -80,7 +82,7 @@ type Options struct {
 }
 
 const (
-	defaultMaxLog     = 256 << 20
+	defaultMaxLog     = 96 << 20
 	defaultCache      = 64 << 20
 	defaultPackSize   = 32 << 20
 	destageBatchBytes = 32 << 20
