@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -771,6 +772,10 @@ func TestPeakRSS(t *testing.T) {
 // incompressible data in 1 MiB writes, Syncing every 256 MiB, then Flushes
 // and Closes and prints its peak RSS.
 func perfRSSIngest(t *testing.T, dir string, size int64) {
+	// As dstore serve does (cmd/dstore).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(MemoryLimit)
+	}
 	if err := Init(dir, InitOptions{BlockSize: *perfBlockSize}); err != nil {
 		t.Fatal(err)
 	}

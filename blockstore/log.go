@@ -1090,7 +1090,7 @@ func (l *nvlog) nextBatchLocked(timer *time.Timer) *logBatch {
 		l.free = nil
 		nb.start = b.start + LSN(len(b.buf))
 		nb.buf = nb.buf[:0]
-		if cap(nb.buf) > 4*logMaxBuffered {
+		if cap(nb.buf) > 2*logMaxBuffered {
 			// Only a huge record gets a buffer this big; do not keep it.
 			nb.buf = nil
 		}

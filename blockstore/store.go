@@ -23,6 +23,12 @@ import (
 // MaxVolumeSize is the largest size a volume can have: 64 TiB.
 const MaxVolumeSize int64 = 64 << 40
 
+// MemoryLimit is the Go memory limit a process serving a datastore should
+// run with (runtime/debug.SetMemoryLimit) unless GOMEMLIMIT says otherwise:
+// with it the garbage collector keeps the heap near what the store holds
+// (the log bound, the cache, a destage batch) instead of letting it double.
+const MemoryLimit = 320 << 20
+
 // FormatVersion is the on-disk format version recorded in bucket "meta".
 const FormatVersion = 1
 
@@ -59,9 +65,9 @@ type RemoteBasis interface {
 type Options struct {
 	Logger *slog.Logger
 	// MaxLogBytes bounds what is logged but not destaged (and so held in
-	// memory); writers wait for destage beyond it. 0 = 96 MiB.
+	// memory); writers wait for destage beyond it. 0 = 64 MiB.
 	MaxLogBytes int64
-	CacheBytes  int64 // decoded chunk cache. 0 = 64 MiB
+	CacheBytes  int64 // decoded chunk cache. 0 = 32 MiB
 	// DestageDelay is how long destage lets a partial batch gather. 0 = 50ms.
 	DestageDelay time.Duration
 	// SegmentSize of NVLOG files. 0 = 64 MiB.
@@ -82,8 +88,8 @@ type Options struct {
 }
 
 const (
-	defaultMaxLog     = 96 << 20
-	defaultCache      = 64 << 20
+	defaultMaxLog     = 64 << 20
+	defaultCache      = 32 << 20
 	defaultPackSize   = 32 << 20
 	destageBatchBytes = 32 << 20
 	dbFile            = "meta.db"
