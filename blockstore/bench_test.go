@@ -43,13 +43,13 @@ import (
 )
 
 var (
-	perfScaling = flag.Bool("scaling", false, "run TestStableWriteScaling: 1 vs 64 stable 4 KiB writers, 3 s each, ratio must be >= 10")
-	perfRSS     = flag.Bool("rss", false, "run TestPeakRSS: a child process ingests -rss.size of unique data; its peak RSS must stay under 512 MiB")
-	perfRSSSize = perfByteSize(8 << 30)
+	perfScaling   = flag.Bool("scaling", false, "run TestStableWriteScaling: 1 vs 64 stable 4 KiB writers, 3 s each, ratio must be >= 10")
+	perfRSS       = flag.Bool("rss", false, "run TestPeakRSS: a child process ingests -rss.size of unique data; its peak RSS must stay under 512 MiB")
+	perfRSSSize   = perfByteSize(8 << 30)
+	perfBlockSize = flag.Int("bench.bs", 0, "block size of the stores the benchmarks make (0 = the default)")
 	// The disk's rate varies a lot on a shared virtual disk; a fixed figure
 	// makes x-disk comparable between runs.
-	perfBlockSize = flag.Int("bench.bs", 0, "block size of the stores the benchmarks make (0 = the default)")
-	perfDiskMBps  = flag.Float64("disk.mbps", 0, "BenchmarkIngest: the disk's sequential write rate in MB/s for x-disk (0 = measure it once)")
+	perfDiskMBps = flag.Float64("disk.mbps", 0, "BenchmarkIngest: the disk's sequential write rate in MB/s for x-disk (0 = measure it once)")
 )
 
 func init() {

@@ -2,7 +2,6 @@ package blockstore
 
 import (
 	"container/list"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -293,40 +292,27 @@ func removeFile(path string) error {
 	return nil
 }
 
-// quarantineChunk asks destage to drop a corrupt chunk from the index, so
-// that new writes of the same content store a good copy instead of
-// deduplicating onto the bad one. The chunk itself stays for those who
-// reference it: their reads keep failing with ErrCorrupt, never wrong bytes.
+// quarantineChunk marks a chunk found corrupt. Dedupe no longer uses it:
+// a new write of the same content (on the write path or in destage) stores
+// a good copy, whose index entry then replaces the bad one. The corrupt
+// chunk stays for those who reference it: their reads keep failing with
+// ErrCorrupt, never wrong bytes; its index entry stays until replaced, so
+// references already in the log still resolve.
 func (s *Store) quarantineChunk(id uint64, fp Fingerprint) {
 	s.quarMu.Lock()
 	if s.quarantine == nil {
 		s.quarantine = make(map[uint64]Fingerprint)
 	}
+	if _, ok := s.quarantine[id]; !ok {
+		s.logger.Warn("blockstore: corrupt chunk quarantined from dedupe", "chunk", id)
+	}
 	s.quarantine[id] = fp
 	s.quarMu.Unlock()
-	s.kick()
 }
 
-// dropQuarantined removes quarantined chunks from the index.
-// REQUIRES: s.destageMu held.
-func (s *Store) dropQuarantined() error {
+func (s *Store) isQuarantined(id uint64) bool {
 	s.quarMu.Lock()
-	q := s.quarantine
-	s.quarantine = nil
-	s.quarMu.Unlock()
-	if len(q) == 0 {
-		return nil
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		ib := tx.Bucket(bIndex)
-		for id, fp := range q {
-			if v := ib.Get(fp[:]); len(v) == 8 && binary.LittleEndian.Uint64(v) == id {
-				if err := ib.Delete(fp[:]); err != nil {
-					return err
-				}
-				s.logger.Warn("blockstore: corrupt chunk removed from the dedupe index", "chunk", id)
-			}
-		}
-		return nil
-	})
+	defer s.quarMu.Unlock()
+	_, ok := s.quarantine[id]
+	return ok
 }

@@ -18,16 +18,22 @@ func (s *Store) destageLoop() {
 	defer s.wg.Done()
 	t := time.NewTimer(s.opts.DestageDelay)
 	defer t.Stop()
+	// Dedupe lookups on the write path touch index pages between destages
+	// too: drop them on a short beat as well (see dropMetaPages).
+	drop := time.NewTicker(200 * time.Millisecond)
+	defer drop.Stop()
 	backoff := time.Duration(0)
 	for {
 		select {
 		case <-s.stop:
 			return
+		case <-drop.C:
+			s.dropMetaPages()
+			continue
 		case <-s.wake:
 		case <-t.C:
 		}
 		s.mu.Lock()
-		pending := s.queueBytes
 		n := len(s.queue)
 		s.mu.Unlock()
 		if n > 0 {
@@ -42,16 +48,13 @@ func (s *Store) destageLoop() {
 			}
 			backoff = 0
 		}
-		s.destageMu.Lock()
-		if err := s.dropQuarantined(); err != nil {
-			s.logger.Error("blockstore: quarantining corrupt chunks", "err", err)
-		}
-		s.destageMu.Unlock()
 		if err := s.mergeOne(); err != nil && !errors.Is(err, ErrClosed) {
 			s.logger.Error("blockstore: layer merge failed", "err", err)
 		}
+		// Go again at once only when a batch's worth is waiting; a trickle
+		// waits for the timer, so its records share a batch.
 		s.mu.Lock()
-		more := s.queueBytes >= destageBatchBytes/4 || (pending > 0 && len(s.queue) > 0)
+		more := s.queueBytes >= destageBatchBytes/4
 		s.mu.Unlock()
 		if more {
 			s.kick()
@@ -121,7 +124,7 @@ func (s *Store) destage() error {
 				if op.kind != kindData || fresh[op.fp] != nil {
 					continue
 				}
-				if v := idx.Get(op.fp[:]); len(v) == 8 {
+				if v := idx.Get(op.fp[:]); len(v) == 8 && !s.isQuarantined(binary.LittleEndian.Uint64(v)) {
 					if s.gcMark != nil {
 						s.gcMark.set(binary.LittleEndian.Uint64(v))
 					}
@@ -229,6 +232,9 @@ func (s *Store) destage() error {
 		}
 		l.truncs = kept
 	}
+	// Clear the slots, or the array keeps the destaged records (and their
+	// sealed bytes) reachable until it is reallocated.
+	clear(s.queue[:k])
 	s.queue = s.queue[k:]
 	s.queueBytes -= nb
 	s.destageErr = nil
@@ -380,6 +386,10 @@ func (t *txLayers) flush() error {
 // applyBatch applies destaged log records to bbolt in log order.
 func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*newChunk, chunks []*newChunk, packSizes map[uint64]int64, nextChunk, nextID uint64, end LSN) error {
 	cb, ib, pb, mb := tx.Bucket(bChunks), tx.Bucket(bIndex), tx.Bucket(bPacks), tx.Bucket(bMap)
+	// Chunk IDs only grow and map keys mostly do: fill their pages instead
+	// of bbolt's half-full splits. The index takes random keys and keeps
+	// the default.
+	cb.FillPercent, mb.FillPercent = 1.0, 0.9
 	// New chunks, in ID order, and their index entries in fingerprint order:
 	// both sorted so each leaf page is touched once.
 	byID := append([]*newChunk(nil), chunks...)

@@ -6,9 +6,11 @@
 // # Vocabulary
 //
 //   - Block: a fixed-size, aligned piece of a volume (the datastore's block
-//     size, fixed at init). Block N covers bytes [N*B, (N+1)*B).
-//   - Fingerprint: keyed BLAKE3-256 of a block's plaintext (the key is the
-//     datastore's fingerprint key). Equal fingerprints mean equal blocks.
+//     size, fixed at init; 4 KiB by default). Block N covers bytes
+//     [N*B, (N+1)*B).
+//   - Fingerprint: keyed BLAKE3-256 of a block's plaintext. The key is
+//     meta/fp_key, or, in an encrypted datastore, derived from the
+//     datastore key. Equal fingerprints mean equal blocks.
 //   - Chunk: one stored, sealed block: compressed (or raw when that does not
 //     pay), optionally encrypted, identified by a chunk ID that never changes
 //     and is never reused, located in a pack.
@@ -22,11 +24,18 @@
 //     blocks at or above the limit are not visible from below it.
 //   - Volume: a top layer. Freeze, clone, restore and release are O(1)
 //     operations on layers.
-//   - NVLOG: the write-ahead log. Every mutation (block writes, size changes
-//     and layer operations) is a log record; the bbolt file is a checkpoint of
-//     the log's effects up to the checkpoint LSN.
+//   - NVLOG: the write-ahead log. Every mutation (block writes, size changes,
+//     layer operations and extension payloads) is a log record; the bbolt
+//     file is a checkpoint of the log's effects up to the checkpoint LSN.
+//   - Transaction: layer operations and extension payloads that Store.Update
+//     (or UpdateAsync, then WaitDurable) logs as one record, atomically.
+//   - Extension: the package above (snapstore), which keeps its own
+//     metadata in extension payloads and its own bbolt buckets; the store
+//     hands the payloads back through Load, Replay and Destage.
 //   - Destage: the background step that turns log records into chunks in
 //     packs and entries in bbolt, then truncates the log behind it.
+//   - Quarantine: taking a chunk that failed verification out of the
+//     fingerprint index, so new writes of its content store a good copy.
 //
 // # Invariants
 //
@@ -36,9 +45,9 @@
 //     is fdatasync'ed before the transaction that points at it commits.
 //   - I3: a pack file is deleted only after the transaction that moved its
 //     live chunks elsewhere (or proved it dead) has committed.
-//   - I4: the in-memory state (layer graph, volume tops, pending blocks) is
-//     bbolt's checkpoint plus the log after it; replay on open rebuilds it
-//     from exactly that.
+//   - I4: the in-memory state (layer graph, volume tops, pending blocks, and
+//     through the Extension the state above) is bbolt's checkpoint plus the
+//     log after it; replay on open rebuilds it from exactly that.
 //   - I5: every chunk read is verified against its fingerprint (and AEAD tag
 //     when encrypted); a mismatch is an error wrapping ErrCorrupt, never
 //     zeros or wrong bytes.
@@ -47,7 +56,17 @@
 //     object that no longer exists (and is then skipped), never a different
 //     one. A child layer's ID is always greater than its ancestors' IDs.
 //   - I7: GC never removes a chunk that a layer map entry, a pending log
-//     record, or a dedupe hit made while GC ran can reference.
+//     record, or a dedupe hit made while GC ran can reference. Writers hold
+//     the GC lock shared from their index lookup until their record is
+//     queued; GC marks hint-less pending references by fingerprint.
+//
+// # Caveats
+//
+// A write longer than 4 MiB is logged as several records, each atomic on
+// its own. The function given to Update runs under the store mutex and must
+// not call other Store methods. Quarantine removes index entries outside
+// GC and does not yet check for pending references to them, which can stop
+// destage (docs/DESIGN.md, "Known limits and open work").
 //
 // The on-disk formats (NVLOG records, packs, bbolt buckets) are specified
 // byte by byte in docs/DESIGN.md; constants marked "wire format" here must

@@ -196,8 +196,12 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 			if err := cb.Delete(u64b(id)); err != nil {
 				return err
 			}
-			if err := ib.Delete(deadFP[i][:]); err != nil {
-				return err
+			// The entry may name a newer chunk of the same content (a
+			// good copy stored after this one was quarantined).
+			if v := ib.Get(deadFP[i][:]); len(v) == 8 && binary.LittleEndian.Uint64(v) == id {
+				if err := ib.Delete(deadFP[i][:]); err != nil {
+					return err
+				}
 			}
 		}
 		for id, r := range packRecs {
@@ -494,11 +498,6 @@ func (s *Store) Scrub(ctx context.Context) (ScrubReport, error) {
 		}
 		return locs[i].rec.off < locs[j].rec.off
 	})
-	defer func() {
-		if err := s.dropQuarantined(); err != nil {
-			s.logger.Error("blockstore: quarantining corrupt chunks", "err", err)
-		}
-	}()
 	buf := make([]byte, 0, chunkHeaderSize+maxSealedLen(s.bs))
 	for i, l := range locs {
 		if i%1024 == 0 && ctx.Err() != nil {

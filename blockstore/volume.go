@@ -599,7 +599,8 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 				cur := tx.Bucket(bIndex).Cursor()
 				var still []int
 				for _, i := range lookups {
-					if k, v := cur.Seek(ops[i].fp[:]); k != nil && bytes.Equal(k, ops[i].fp[:]) && len(v) == 8 {
+					if k, v := cur.Seek(ops[i].fp[:]); k != nil && bytes.Equal(k, ops[i].fp[:]) && len(v) == 8 &&
+						!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
 						ops[i].kind = kindRef
 						ops[i].sealed = nil
 						ops[i].chunk = binary.LittleEndian.Uint64(v)

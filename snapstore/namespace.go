@@ -53,7 +53,13 @@ var (
 var (
 	bInodes = []byte("ns_inodes")
 	bEnts   = []byte("ns_ents")
+	bNSMeta = []byte("ns_meta")
+
+	kReserved = []byte("ino_reserved")
 )
+
+// inoReserve is how many inode numbers one reservation record claims.
+const inoReserve = 1024
 
 // node is an inode in memory.
 type node struct {
@@ -77,9 +83,10 @@ type Namespace struct {
 	logger *slog.Logger
 	now    func() time.Time
 
-	mu      sync.RWMutex // guards nodes, nextIno and every node
-	nodes   map[Ino]*node
-	nextIno Ino
+	mu       sync.RWMutex // guards nodes, nextIno, reserved and every node
+	nodes    map[Ino]*node
+	nextIno  Ino
+	reserved Ino // inode numbers below it may have been handed out (durably)
 }
 
 // Attr is an inode's attributes as NFS reports them.
@@ -125,6 +132,9 @@ func (ns *Namespace) Attach(bs *blockstore.Store) error {
 	ns.bs = bs
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
+	// Numbers reserved before a restart may have named files since
+	// removed: never hand them out again (N2).
+	ns.nextIno = max(ns.nextIno, ns.reserved)
 	if ns.nodes[RootIno] != nil {
 		return nil
 	}
@@ -134,6 +144,11 @@ func (ns *Namespace) Attach(bs *blockstore.Store) error {
 }
 
 func (ns *Namespace) load(tx *bolt.Tx) error {
+	if b := tx.Bucket(bNSMeta); b != nil {
+		if v := b.Get(kReserved); len(v) == 8 {
+			ns.reserved = Ino(binary.BigEndian.Uint64(v))
+		}
+	}
 	if b := tx.Bucket(bInodes); b != nil {
 		err := b.ForEach(func(_, v []byte) error {
 			r, _, err := decodeInode(v)
@@ -198,6 +213,11 @@ func destage(tx *bolt.Tx, p []byte) error {
 			err = eb.Put(entKey(d.dir, d.cookie), append(v, d.name...))
 		case dDelEnt:
 			err = eb.Delete(entKey(d.dir, d.cookie))
+		case dReserve:
+			var mb *bolt.Bucket
+			if mb, err = tx.CreateBucketIfNotExists(bNSMeta); err == nil {
+				err = mb.Put(kReserved, be64(uint64(d.ino)))
+			}
 		}
 		if err != nil {
 			return err
@@ -236,6 +256,8 @@ func (ns *Namespace) apply(d *delta) error {
 		ns.putNode(d.inode)
 	case dDelInode:
 		delete(ns.nodes, d.ino)
+	case dReserve:
+		ns.reserved = max(ns.reserved, d.ino)
 	case dPutEnt:
 		dir := ns.nodes[d.dir]
 		if dir == nil || dir.Type != TypeDir {

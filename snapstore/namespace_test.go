@@ -511,3 +511,37 @@ func TestReadDirResume(t *testing.T) {
 		t.Fatalf("listed %d entries in %d pages", len(seen), pages)
 	}
 }
+
+// TestInodeNumbersNotReused: a removed file's inode number is not handed
+// out again, also across a restart, so its handle stays stale (N2).
+func TestInodeNumbersNotReused(t *testing.T) {
+	dir := newDatastore(t)
+	ds, err := Open(dir, testOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zero [8]byte
+	seen := map[Ino]bool{}
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 5; i++ {
+			a, _, err := ds.NS.Create(RootIno, fmt.Sprintf("f%d-%d", round, i), Guarded, zero, NewAttr{Mode: 0o644})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seen[a.Ino] {
+				t.Fatalf("round %d: inode %d handed out twice", round, a.Ino)
+			}
+			seen[a.Ino] = true
+			if err := ds.NS.Remove(RootIno, fmt.Sprintf("f%d-%d", round, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := ds.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if ds, err = Open(dir, testOpts()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds.Close()
+}

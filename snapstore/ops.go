@@ -97,6 +97,9 @@ func (ns *Namespace) link(d *node, name string, rec inodeRec, prep func(t *block
 				return err
 			}
 		}
+		if rec.Ino >= ns.reserved {
+			*ds = append(*ds, delta{kind: dReserve, ino: rec.Ino + inoReserve})
+		}
 		*ds = append(*ds,
 			delta{kind: dPutInode, inode: rec},
 			delta{kind: dPutEnt, dir: d.Ino, cookie: cookie, ino: rec.Ino, name: name},

@@ -18,6 +18,7 @@ var ErrCorrupt = errors.New("snapstore: corrupt namespace record")
 //	  dDelInode: u64 ino
 //	  dPutEnt:   u64 dir | u64 cookie | u64 ino | u16 name length | name
 //	  dDelEnt:   u64 dir | u64 cookie
+//	  dReserve:  u64 inode numbers below this are taken (N2 across restarts)
 const (
 	payloadVersion = 1
 
@@ -25,9 +26,10 @@ const (
 	dDelInode uint8 = 2
 	dPutEnt   uint8 = 3
 	dDelEnt   uint8 = 4
+	dReserve  uint8 = 5
 )
 
-// inode record (wire format, also the value in bucket ns_inodes), 102 bytes
+// inode record (wire format, also the value in bucket ns_inodes), 106 bytes
 // plus the symlink target:
 //
 //	u64 ino | u32 gen | u8 type | u8 pad | u16 pad | u32 mode | u32 nlink |
@@ -145,6 +147,8 @@ func appendPayload(b []byte, ds []delta) []byte {
 		case dDelEnt:
 			b = binary.LittleEndian.AppendUint64(b, uint64(d.dir))
 			b = binary.LittleEndian.AppendUint64(b, d.cookie)
+		case dReserve:
+			b = binary.LittleEndian.AppendUint64(b, uint64(d.ino))
 		}
 	}
 	return b
@@ -176,7 +180,7 @@ func decodePayload(b []byte) ([]delta, error) {
 				return nil, err
 			}
 			d.inode, b = r, b[used:]
-		case dDelInode:
+		case dDelInode, dReserve:
 			if len(b) < 8 {
 				return bad("short")
 			}

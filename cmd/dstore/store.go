@@ -3,12 +3,15 @@ package main
 // Commands that create a datastore and report on it: init, status.
 
 import (
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/dstore/dstore/blockstore"
+	"github.com/dstore/dstore/snapstore"
 )
 
 func initCommand(g *globals) *cli.Command {
@@ -168,12 +171,17 @@ func withStore(g *globals, dir string, fn func(*blockstore.Store) error) (err er
 	if !blockstore.IsInitialized(dir) {
 		return fmt.Errorf("%s is not an initialized datastore (create one with: dstore init --data %s)", dir, dir)
 	}
-	s, err := blockstore.Open(dir, blockstore.Options{Logger: g.logger()})
+	// The namespace comes along: its records in the log must destage too.
+	ds, err := snapstore.Open(dir, blockstore.Options{Logger: g.logger()})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("open %s: the datastore is in use by another process (is dstore serve running?)", dir)
+	}
 	if err != nil {
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
+	s := ds.Blocks
 	defer func() {
-		cerr := s.Close()
+		cerr := ds.Close()
 		if cerr == nil {
 			return
 		}
