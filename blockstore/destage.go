@@ -18,18 +18,11 @@ func (s *Store) destageLoop() {
 	defer s.wg.Done()
 	t := time.NewTimer(s.opts.DestageDelay)
 	defer t.Stop()
-	// Dedupe lookups on the write path touch index pages between destages
-	// too: drop them on a short beat as well (see dropMetaPages).
-	drop := time.NewTicker(200 * time.Millisecond)
-	defer drop.Stop()
 	backoff := time.Duration(0)
 	for {
 		select {
 		case <-s.stop:
 			return
-		case <-drop.C:
-			s.dropMetaPages()
-			continue
 		case <-s.wake:
 		case <-t.C:
 		}
@@ -71,6 +64,23 @@ func dropAlias(as []alias, id uint64) []alias {
 		}
 	}
 	return out
+}
+
+// dropLoop drops bbolt's mapped pages on a short beat (see
+// dropMetaPages): destage and the write path's dedupe lookups touch index
+// pages all the time, and a destage batch can take a while.
+func (s *Store) dropLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.dropMetaPages()
+		}
+	}
 }
 
 // newChunk is a chunk this destage batch writes.

@@ -91,7 +91,7 @@ const (
 	defaultMaxLog     = 64 << 20
 	defaultCache      = 32 << 20
 	defaultPackSize   = 32 << 20
-	destageBatchBytes = 32 << 20
+	destageBatchBytes = 16 << 20
 	dbFile            = "meta.db"
 	keyFile           = "datastore.key"
 )
@@ -396,8 +396,9 @@ func Open(dir string, o Options) (*Store, error) {
 		s.packs.closeAll()
 		return nil, err
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.destageLoop()
+	go s.dropLoop()
 	return s, nil
 }
 
