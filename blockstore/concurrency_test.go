@@ -102,8 +102,9 @@ func TestConcurrentFreeze(t *testing.T) {
 		cloneVol *Volume
 	}
 	var snaps []snap
+	// At least 3 s and 20 snapshots, whatever the machine's load.
 	deadline := time.Now().Add(3 * time.Second)
-	for i := 0; time.Now().Before(deadline); i++ {
+	for i := 0; time.Now().Before(deadline) || len(snaps) < 20; i++ {
 		var sn snap
 		for w := range sn.lo {
 			sn.lo[w] = acked[w].Load()
