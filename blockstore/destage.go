@@ -228,8 +228,9 @@ func (s *Store) destage() error {
 			}
 		}
 	}
-	for _, l := range s.layers {
-		if len(l.truncs) == 0 {
+	for id, l := range s.truncated {
+		if s.layers[id] != l {
+			delete(s.truncated, id) // released meanwhile
 			continue
 		}
 		kept := l.truncs[:0]
@@ -241,6 +242,9 @@ func (s *Store) destage() error {
 			}
 		}
 		l.truncs = kept
+		if len(kept) == 0 {
+			delete(s.truncated, id)
+		}
 	}
 	// Clear the slots, or the array keeps the destaged records (and their
 	// sealed bytes) reachable until it is reallocated.

@@ -145,7 +145,8 @@ type Store struct {
 	nextID     uint64
 	metaGen    uint64 // bumped by every layer graph change; invalidates chains
 	mergeable  map[uint64]struct{}
-	room       *sync.Cond // signalled when destage frees log space
+	truncated  map[uint64]*layer // layers with shrinks not destaged yet
+	room       *sync.Cond        // signalled when destage frees log space
 	destageErr error
 	closed     bool
 	replaying  bool  // Open is replaying the log
@@ -385,6 +386,7 @@ func Open(dir string, o Options) (*Store, error) {
 		vols:      make(map[uint64]*volState),
 		fpPending: make(map[Fingerprint]*pblock),
 		mergeable: make(map[uint64]struct{}),
+		truncated: make(map[uint64]*layer),
 		cache:     newChunkCache(o.CacheBytes),
 		packs:     newPackFiles(dir),
 		wake:      make(chan struct{}, 1),
@@ -470,8 +472,12 @@ func (s *Store) load() error {
 			return fmt.Errorf("blockstore: %s: want 32 bytes, have %d", keyFile, len(key))
 		}
 		cfg.EncryptionKey = key
-		if len(storedFP) == 0 {
+		switch len(storedFP) {
+		case 0:
 			cfg.FingerprintKey = deriveFPKey(key)
+		case 32:
+		default:
+			return fmt.Errorf("blockstore: fingerprint key of %d bytes in metadata: %w", len(storedFP), ErrCorrupt)
 		}
 	}
 	if !encrypted && len(storedFP) != 32 {
@@ -729,6 +735,7 @@ func (s *Store) applySize(l *layer, mode uint8, size int64, end LSN) {
 				}
 			}
 			l.truncs = append(l.truncs, trunc{lsn: end, nb: nb})
+			s.truncated[l.id] = l
 			l.selfLimit = min(l.selfLimit, nb)
 			s.metaGen++ // the limit changed what lower layers show
 		}

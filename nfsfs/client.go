@@ -77,11 +77,18 @@ type Client struct {
 	xid      atomic.Uint32
 	done     chan struct{} // closed when the reader has stopped
 
-	wmu sync.Mutex // serializes record writes: a record is never interleaved
+	// Calls append their records to wbuf and wake the writer goroutine,
+	// which writes whatever has gathered in one system call: pipelined
+	// calls share writes, as the server's replies do.
+	wmu   sync.Mutex // guards wbuf and wfree
+	wbuf  []byte
+	wfree []byte        // the writer's previous buffer, for reuse
+	wake  chan struct{} // capacity 1: a pending wake-up
 
 	mu      sync.Mutex // guards pending and err
 	pending map[uint32]chan result
 	err     error
+	quit    chan struct{} // closed with the first error
 }
 
 type result struct {
@@ -137,9 +144,12 @@ func NewClient(nc net.Conn, o ClientOptions) *Client {
 		maxReply: o.MaxReply,
 		done:     make(chan struct{}),
 		pending:  make(map[uint32]chan result),
+		wake:     make(chan struct{}, 1),
+		quit:     make(chan struct{}),
 	}
 	c.xid.Store(uint32(time.Now().UnixNano()))
 	go c.readLoop()
+	go c.writeLoop()
 	return c
 }
 
@@ -180,7 +190,9 @@ func (c *Client) CallXID(ctx context.Context, xid, prog, vers, proc uint32, args
 	c.pending[xid] = ch
 	c.mu.Unlock()
 
-	w := writerPool.Get().(*XDRWriter)
+	c.wmu.Lock()
+	w := XDRWriter{buf: c.wbuf}
+	start := w.Len()
 	w.Reserve() // record mark
 	w.Uint32(xid)
 	w.Uint32(msgCall)
@@ -190,12 +202,12 @@ func (c *Client) CallXID(ctx context.Context, xid, prog, vers, proc uint32, args
 	w.Uint32(proc)
 	w.buf = append(w.buf, c.auth...)
 	w.buf = append(w.buf, args...)
-	finishRecord(w)
-	err := c.write(ctx, w.buf)
-	w.Reset()
-	writerPool.Put(w)
-	if err != nil {
-		c.fail(err)
+	w.PutUint32At(start, lastFragment|uint32(w.Len()-start-4))
+	c.wbuf = w.buf
+	c.wmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // a wake-up is pending; the writer will see this record
 	}
 
 	select {
@@ -216,22 +228,37 @@ func (c *Client) CallXID(ctx context.Context, xid, prog, vers, proc uint32, args
 	}
 }
 
-var (
-	chanPool   = sync.Pool{New: func() any { return make(chan result, 1) }}
-	writerPool = sync.Pool{New: func() any { return &XDRWriter{buf: make([]byte, 0, 256)} }}
-)
+var chanPool = sync.Pool{New: func() any { return make(chan result, 1) }}
 
-// write sends one record. A write cut short by ctx's deadline leaves the
-// stream unusable, so the caller fails the client on any error.
-func (c *Client) write(ctx context.Context, rec []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if dl, ok := ctx.Deadline(); ok {
-		c.nc.SetWriteDeadline(dl)
-		defer c.nc.SetWriteDeadline(time.Time{})
+// writeLoop writes the records calls gather in wbuf, until the client
+// fails. A write error fails the client: a record cut short leaves the
+// stream unusable.
+func (c *Client) writeLoop() {
+	for {
+		select {
+		case <-c.wake:
+		case <-c.quit:
+			return
+		}
+		c.wmu.Lock()
+		if len(c.wbuf) == 0 {
+			c.wmu.Unlock()
+			continue
+		}
+		// Swap buffers; wfree is nil until this write is done, so calls
+		// never append into the buffer being written.
+		buf := c.wbuf
+		c.wbuf, c.wfree = c.wfree[:0], nil
+		c.wmu.Unlock()
+		_, err := c.nc.Write(buf)
+		c.wmu.Lock()
+		c.wfree = buf[:0]
+		c.wmu.Unlock()
+		if err != nil {
+			c.fail(fmt.Errorf("nfsfs: rpc client: %w", err))
+			return
+		}
 	}
-	_, err := c.nc.Write(rec)
-	return err
 }
 
 // fail ends the client: the connection is closed and every outstanding and
@@ -241,6 +268,7 @@ func (c *Client) fail(err error) {
 	if c.err == nil {
 		c.err = err
 		c.nc.Close()
+		close(c.quit)
 	}
 	err = c.err
 	pending := c.pending

@@ -1,8 +1,8 @@
 // Package nfsfs is dstore's NFS front end, and only the protocol: an ONC RPC
-// server and client over TCP with XDR encoding, the PORTMAP program, and
-// (to come) MOUNT v3 and NFSv3 over the snapstore namespace. Every name, file
-// and volume lives in snapstore; nfsfs decodes calls, checks who may make
-// them, and encodes answers.
+// server and client over TCP with XDR encoding, NFSv3 and MOUNT v3 over the
+// snapstore namespace, and the PORTMAP program. Every name, file and volume
+// lives in snapstore; nfsfs decodes calls, checks who may make them, and
+// encodes answers.
 //
 // # Vocabulary
 //
@@ -11,12 +11,20 @@
 //     section 11).
 //   - Call, reply, xid: a request and its answer; the xid, chosen by the
 //     client, is how a reply finds its call.
-//   - Program, version, procedure: what a call names (PORTMAP is program
-//     100000 version 2). A Program serves a range of versions.
+//   - Program, version, procedure: what a call names (NFS is program 100003
+//     version 3, MOUNT 100005 version 3, PORTMAP 100000 version 2). A
+//     Program serves a range of versions.
 //   - accept_stat, reject_stat, auth_stat: how a reply says why a call was
 //     not served (AcceptStat, RejectStat, AuthStat).
 //   - DRC: the duplicate request cache, which replays the first reply to a
 //     retransmitted non-idempotent call.
+//   - File handle: 32 bytes naming (datastore ID, inode, generation); it is
+//     decoded, never looked up in a server-side table, so it survives
+//     restarts (format in handle.go and docs/DESIGN.md).
+//   - Access: which clients may call (address prefixes, privileged source
+//     ports); squashing maps root, or everyone, to the anonymous user.
+//   - Write verifier: 8 random bytes per server start, in WRITE and COMMIT
+//     replies, so clients resend unstable writes after a restart.
 //
 // # Invariants
 //
@@ -40,7 +48,10 @@
 // # Caveats
 //
 // Memory per connection is bounded by MaxInFlight times MaxRecord (about
-// 272 MiB at the defaults, reached only by 256 outstanding 1 MiB writes).
-// A handler that never returns holds its worker and blocks Shutdown until
-// its context expires.
+// 272 MiB at the defaults, reached only by 256 outstanding 1 MiB writes),
+// plus as many replies; the number of connections is not bounded. A handler
+// that never returns holds its worker and blocks Shutdown until its context
+// expires. The DRC lives in memory: a retransmission after a restart runs
+// again. Refused NFS clients keep their connection and get AUTH_TOOWEAK on
+// every call; PORTMAP, and MOUNT apart from MNT, answer anyone.
 package nfsfs

@@ -500,7 +500,9 @@ func (q *req) setattr() (AcceptStat, error) {
 // dirop decodes diropargs3 (a directory handle and a name).
 func (q *req) dirop() (snapstore.Ino, string, nfsstat, bool) {
 	dir, st, ok := q.handle()
-	name := q.r.String(maxName + 1)
+	// Read names up to a path's length, so an overlong one is answered
+	// NAMETOOLONG rather than as undecodable.
+	name := q.r.String(maxPath)
 	if !ok || q.r.Err() != nil {
 		return 0, "", 0, false
 	}

@@ -2,6 +2,7 @@ package nfsfs
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -221,8 +222,8 @@ type ServerOptions struct {
 	// and not yet answered; at the cap the connection is not read
 	// (backpressure). Default 256: ESXi keeps hundreds outstanding.
 	MaxInFlight int
-	// IdleTimeout closes a connection that sent nothing for that long
-	// while none of its calls was outstanding. Default 5 min; negative
+	// IdleTimeout closes a connection with no calls outstanding and no
+	// bytes sent either way for that long. Default 5 min; negative
 	// disables it.
 	IdleTimeout time.Duration
 	// WriteTimeout bounds one write of replies; a client that does not
@@ -259,7 +260,13 @@ type Server struct {
 
 	progs atomic.Pointer[map[uint32]*Program] // replaced whole by Register
 
-	workers chan struct{} // a token per running handler (R2)
+	// Workers (R2): at most opts.Workers goroutines, started as calls
+	// need them and kept until shutdown, each running one call at a time.
+	// Kept, not spawned per call, so their stacks stay grown.
+	jobs     chan job // unbuffered: a send succeeds when a worker takes it
+	nworkers atomic.Int32
+	done     chan struct{} // closed when Shutdown returns: workers exit
+	doneOnce sync.Once
 
 	ctx    context.Context // handlers' context; cancelled by a forced shutdown
 	cancel context.CancelFunc
@@ -307,7 +314,8 @@ func NewServer(o ServerOptions) *Server {
 		opts:      o,
 		log:       o.Logger,
 		drc:       newDRC(o.DRCEntries, defaultDRCBytes, o.DRCMaxAge, time.Now),
-		workers:   make(chan struct{}, o.Workers),
+		jobs:      make(chan job),
+		done:      make(chan struct{}),
 		ctx:       ctx,
 		cancel:    cancel,
 		kill:      make(chan struct{}),
@@ -439,9 +447,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.cancel()
+		s.doneOnce.Do(func() { close(s.done) })
 		return nil
 	case <-ctx.Done():
 		s.forceClose()
+		s.doneOnce.Do(func() { close(s.done) })
 		return ctx.Err()
 	}
 }
@@ -499,9 +509,14 @@ type conn struct {
 	machine atomic.Pointer[string]
 	bufs    net.Buffers // writer only
 	wv      net.Buffers // writer only
+	// lastWrite is when replies were last written (Unix nanoseconds): a
+	// reply is activity too, for the idle timeout.
+	lastWrite atomic.Int64
 
-	mu      sync.Mutex // guards closing and the read deadline
-	closing bool
+	// closing is set, under mu, by Shutdown; mu orders it with the read
+	// deadline so the reader never re-arms a deadline Shutdown cut short.
+	mu      sync.Mutex
+	closing atomic.Bool
 }
 
 // timedReader remembers when bytes last arrived, which is what the idle
@@ -566,7 +581,7 @@ func (c *conn) readLoop() bool {
 	s := c.s
 	if s.opts.IdleTimeout > 0 {
 		c.mu.Lock()
-		if !c.closing {
+		if !c.closing.Load() {
 			c.nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
 		}
 		c.mu.Unlock()
@@ -603,29 +618,63 @@ func (c *conn) readLoop() bool {
 			putRecord(rec)
 			return true
 		}
-		select {
-		case s.workers <- struct{}{}:
-		case <-s.kill:
+		c.calls.Add(1)
+		if !s.dispatch(job{c, rec}) {
+			c.calls.Done()
 			<-c.inflight
 			putRecord(rec)
 			return false
 		}
-		c.calls.Add(1)
-		go c.handle(rec)
 	}
 }
 
-func (c *conn) isClosing() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closing
+// job is a call for a worker.
+type job struct {
+	c   *conn
+	rec *record
 }
+
+// dispatch hands j to an idle worker, or starts one while fewer than
+// Workers run, or waits for one (which blocks the connection's reader:
+// backpressure). It returns false if the server is killed meanwhile.
+func (s *Server) dispatch(j job) bool {
+	select {
+	case s.jobs <- j:
+		return true
+	default:
+	}
+	if s.nworkers.Add(1) <= int32(s.opts.Workers) {
+		go s.worker(j)
+		return true
+	}
+	s.nworkers.Add(-1)
+	select {
+	case s.jobs <- j:
+		return true
+	case <-s.kill:
+		return false
+	}
+}
+
+func (s *Server) worker(j job) {
+	for {
+		j.c.handle(j.rec)
+		select {
+		case j = <-s.jobs:
+		case <-s.done:
+			s.nworkers.Add(-1)
+			return
+		}
+	}
+}
+
+func (c *conn) isClosing() bool { return c.closing.Load() }
 
 // stopReading makes the reader stop at once (Shutdown); calls already read
 // still run and are answered.
 func (c *conn) stopReading() {
 	c.mu.Lock()
-	c.closing = true
+	c.closing.Store(true)
 	c.nc.SetReadDeadline(time.Unix(1, 0))
 	c.mu.Unlock()
 }
@@ -701,12 +750,12 @@ func isTimeout(err error) bool {
 }
 
 // rearm decides, after a read deadline passed, whether to keep waiting:
-// yes while calls are outstanding (the client waits for us) or bytes came
-// recently; no when shutting down or idle.
+// yes while calls are outstanding (the client waits for us) or bytes went
+// either way recently; no when shutting down or idle.
 func (c *conn) rearm() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing {
+	if c.closing.Load() {
 		return net.ErrClosed
 	}
 	idle := c.s.opts.IdleTimeout
@@ -715,13 +764,16 @@ func (c *conn) rearm() error {
 		c.nc.SetReadDeadline(time.Time{})
 		return nil
 	}
-	since := time.Since(c.src.last)
 	if len(c.inflight) > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(idle))
 		return nil
 	}
-	if since < idle {
-		c.nc.SetReadDeadline(c.src.last.Add(idle))
+	last := c.src.last
+	if w := time.Unix(0, c.lastWrite.Load()); w.After(last) {
+		last = w
+	}
+	if time.Since(last) < idle {
+		c.nc.SetReadDeadline(last.Add(idle))
 		return nil
 	}
 	return errIdle
@@ -741,7 +793,7 @@ func (c *conn) lingerClose() {
 	c.nc.Close()
 }
 
-// handle runs one call on a worker and hands its reply to the writer.
+// handle runs one call, on a worker, and hands its reply to the writer.
 func (c *conn) handle(rec *record) {
 	s := c.s
 	cs := callPool.Get().(*callState)
@@ -750,7 +802,6 @@ func (c *conn) handle(rec *record) {
 	cs.reset()
 	callPool.Put(cs)
 	putRecord(rec)
-	<-s.workers
 	if !send {
 		putReply(r)
 		<-c.inflight
@@ -800,7 +851,9 @@ func (c *conn) writeLoop() {
 			// WriteTo consumes its receiver; c.wv keeps c.bufs for reuse.
 			c.wv = c.bufs
 			c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-			if _, err := c.wv.WriteTo(c.nc); err != nil {
+			_, err := c.wv.WriteTo(c.nc)
+			c.lastWrite.Store(time.Now().UnixNano())
+			if err != nil {
 				broken = true
 				s.log.Warn("nfsfs: rpc reply write failed; closing connection", "remote", c.remote, "err", err)
 				// Wakes the reader, which then stops.
@@ -999,7 +1052,7 @@ func (s *Server) process(ctx context.Context, rec []byte, remote, local netip.Ad
 	c.Args = &cs.args
 
 	var entry *drcEntry
-	if p.NonIdempotent != nil && p.NonIdempotent(c.Vers, c.Proc) {
+	if s.nonIdempotent(p, c) {
 		key := drcKeyOf(c, cs.args.buf)
 		var hit []byte
 		var state drcState
@@ -1021,25 +1074,46 @@ func (s *Server) process(ctx context.Context, rec []byte, remote, local netip.Ad
 	return nil, true
 }
 
+// nonIdempotent asks the program whether the call goes through the DRC.
+// Program code may panic; a worker must not die of it.
+func (s *Server) nonIdempotent(p *Program, c *Call) (yes bool) {
+	if p.NonIdempotent == nil {
+		return false
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("nfsfs: rpc NonIdempotent panicked", "prog", c.Prog, "vers", c.Vers, "proc", c.Proc, "panic", v, "stack", string(debug.Stack()))
+			yes = false
+		}
+	}()
+	return p.NonIdempotent(c.Vers, c.Proc)
+}
+
 // serve runs the program's handler and encodes the reply, turning errors
 // and panics into SYSTEM_ERR (R7).
 func (s *Server) serve(ctx context.Context, p *Program, c *Call, w *XDRWriter) {
 	start := w.Len()
 	statOff := writeAcceptedPrefix(w, c.XID)
 	body := w.Len()
+	var header [acceptedPrefixLen]byte
+	copy(header[:], w.buf[start:body])
 	stat, err := func() (stat AcceptStat, err error) {
 		defer func() {
 			if v := recover(); v != nil {
-				s.log.Error("nfsfs: rpc handler panicked", "prog", c.Prog, "vers", c.Vers, "proc", c.Proc, "xid", c.XID,
+				s.log.Error("nfsfs: rpc handler panicked", "program", p.Name, "prog", c.Prog, "vers", c.Vers, "proc", c.Proc, "xid", c.XID,
 					"remote", c.Remote, "panic", v, "stack", string(debug.Stack()))
 				stat, err = AcceptSystemErr, nil
 			}
 		}()
 		return p.Serve(ctx, c, w)
 	}()
-	if w.Len() < body {
-		// A handler that truncated into the header; do not trust w.
-		stat, err = AcceptSystemErr, errors.New("handler truncated the reply header")
+	if w.Len() < body || !bytes.Equal(w.buf[start:body], header[:]) {
+		// The handler truncated into the header or wrote over it: a
+		// reply with another xid or a torn mark would derail the
+		// client, so the header is written again, over a SYSTEM_ERR.
+		w.Truncate(start)
+		statOff = writeAcceptedPrefix(w, c.XID)
+		stat, err = AcceptSystemErr, errors.New("handler overwrote the reply header")
 	}
 	if err != nil {
 		var ae *AuthError
@@ -1048,7 +1122,7 @@ func (s *Server) serve(ctx context.Context, p *Program, c *Call, w *XDRWriter) {
 			deny(w, c.XID, ae.Stat)
 			return
 		}
-		s.log.Error("nfsfs: rpc handler failed", "prog", c.Prog, "vers", c.Vers, "proc", c.Proc, "xid", c.XID, "remote", c.Remote, "err", err)
+		s.log.Error("nfsfs: rpc handler failed", "program", p.Name, "prog", c.Prog, "vers", c.Vers, "proc", c.Proc, "xid", c.XID, "remote", c.Remote, "err", err)
 		stat = AcceptSystemErr
 	}
 	switch stat {
@@ -1060,13 +1134,17 @@ func (s *Server) serve(ctx context.Context, p *Program, c *Call, w *XDRWriter) {
 		w.Uint32(p.Low)
 		w.Uint32(p.High)
 	default:
-		s.log.Error("nfsfs: rpc handler returned an unknown accept_stat", "prog", c.Prog, "proc", c.Proc, "stat", uint32(stat))
+		s.log.Error("nfsfs: rpc handler returned an unknown accept_stat", "program", p.Name, "prog", c.Prog, "proc", c.Proc, "stat", uint32(stat))
 		stat = AcceptSystemErr
 		w.Truncate(body)
 	}
 	w.PutUint32At(statOff, uint32(stat))
 	finishRecord(w)
 }
+
+// acceptedPrefixLen is what writeAcceptedPrefix writes: record mark, xid,
+// msg_type, reply_stat, verifier (flavor, length) and accept_stat.
+const acceptedPrefixLen = 7 * 4
 
 // writeAcceptedPrefix starts a record with an accepted reply up to
 // accept_stat, whose offset it returns. The record mark is filled by

@@ -71,15 +71,38 @@ func (d *Datastore) Close() error {
 func (ns *Namespace) FlushTimes() error {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
+	// Payloads stay well under the block store's 1 MiB extension limit.
+	const perRecord = 1000
 	var ds []delta
+	var end blockstore.LSN
 	for _, n := range ns.nodes {
-		if n.dirty {
-			n.dirty = false
-			ds = append(ds, delta{kind: dPutInode, inode: n.inodeRec})
+		if !n.dirty {
+			continue
+		}
+		ds = append(ds, delta{kind: dPutInode, inode: n.inodeRec})
+		if len(ds) == perRecord {
+			e, err := ns.commitAsync(nil, ds, nil)
+			if err != nil {
+				return err
+			}
+			end, ds = e, nil
 		}
 	}
-	if len(ds) == 0 {
+	if len(ds) > 0 {
+		e, err := ns.commitAsync(nil, ds, nil)
+		if err != nil {
+			return err
+		}
+		end = e
+	}
+	for _, n := range ns.nodes {
+		n.dirty = false
+	}
+	if end == 0 {
 		return nil
 	}
-	return ns.commit(nil, ds, nil)
+	ns.mu.Unlock()
+	err := ns.bs.WaitDurable(end)
+	ns.mu.Lock()
+	return err
 }

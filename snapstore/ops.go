@@ -48,7 +48,7 @@ func (ns *Namespace) Create(dir Ino, name string, how CreateHow, verf [8]byte, n
 			}
 			return ns.attr(n), false, nil
 		case Exclusive:
-			if n.Type == TypeReg && n.Verf == verf {
+			if n.Type == TypeReg && n.Flags&flagExclusive != 0 && n.Verf == verf {
 				return ns.attr(n), false, nil
 			}
 		}
@@ -57,6 +57,7 @@ func (ns *Namespace) Create(dir Ino, name string, how CreateHow, verf [8]byte, n
 	rec := ns.newInode(TypeReg, na)
 	if how == Exclusive {
 		rec.Verf = verf
+		rec.Flags |= flagExclusive
 	}
 	n, err := ns.link(d, name, rec, func(t *blockstore.Txn, r *inodeRec) error {
 		r.Volume = uint64(t.CreateVolume())

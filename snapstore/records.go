@@ -32,7 +32,7 @@ const (
 // inode record (wire format, also the value in bucket ns_inodes), 106 bytes
 // plus the symlink target:
 //
-//	u64 ino | u32 gen | u8 type | u8 pad | u16 pad | u32 mode | u32 nlink |
+//	u64 ino | u32 gen | u8 type | u8 flags | u16 pad | u32 mode | u32 nlink |
 //	u32 uid | u32 gid | u64 size | u32 rdev major | u32 rdev minor |
 //	i64 atime ns | i64 mtime ns | i64 ctime ns | u64 volume | u64 parent |
 //	u64 next cookie | [8] create verifier | u16 target length | target
@@ -66,13 +66,14 @@ type inodeRec struct {
 	Parent Ino     // directories
 	Next   uint64  // directories: the next entry cookie
 	Verf   [8]byte // EXCLUSIVE create verifier
+	Flags  uint8   // flagExclusive
 	Target string  // symlinks
 }
 
 func (r *inodeRec) appendTo(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(r.Ino))
 	b = binary.LittleEndian.AppendUint32(b, r.Gen)
-	b = append(b, byte(r.Type), 0, 0, 0)
+	b = append(b, byte(r.Type), r.Flags, 0, 0)
 	b = binary.LittleEndian.AppendUint32(b, r.Mode)
 	b = binary.LittleEndian.AppendUint32(b, r.Nlink)
 	b = binary.LittleEndian.AppendUint32(b, r.UID)
@@ -99,7 +100,8 @@ func decodeInode(b []byte) (inodeRec, int, error) {
 	r.Ino = Ino(binary.LittleEndian.Uint64(b))
 	r.Gen = binary.LittleEndian.Uint32(b[8:])
 	r.Type = FileType(b[12])
-	if b[13] != 0 || b[14] != 0 || b[15] != 0 {
+	r.Flags = b[13]
+	if r.Flags&^flagExclusive != 0 || b[14] != 0 || b[15] != 0 {
 		return r, 0, fmt.Errorf("inode record padding: %w", ErrCorrupt)
 	}
 	r.Mode = binary.LittleEndian.Uint32(b[16:])
@@ -126,6 +128,9 @@ func decodeInode(b []byte) (inodeRec, int, error) {
 	}
 	return r, inodeFixed + n, nil
 }
+
+// inode flags (wire format)
+const flagExclusive uint8 = 1 // made by an EXCLUSIVE create: Verf is its verifier
 
 func appendPayload(b []byte, ds []delta) []byte {
 	b = append(b, payloadVersion)
