@@ -657,18 +657,30 @@ func (q *req) read() (AcceptStat, error) {
 	if off > uint64(blockstore.MaxVolumeSize) {
 		off = uint64(blockstore.MaxVolumeSize)
 	}
-	buf := make([]byte, count)
+	// The data goes straight into the reply: status, attributes, count,
+	// eof, then the opaque, shrunk to what was read.
+	mark := q.w.Len()
+	q.w.Uint32(uint32(nfsOK))
+	q.postOp(ino)
+	countAt := q.w.Reserve()
+	eofAt := q.w.Reserve()
+	lenAt := q.w.Len()
+	buf := q.w.OpaqueSpace(int(count))
 	n, eof, err := q.n.ns.Read(ino, buf, int64(off))
 	if err != nil {
+		q.w.Truncate(mark)
 		q.w.Uint32(uint32(q.n.statusOf(err)))
 		q.postOp(ino)
 		return AcceptSuccess, nil
 	}
-	q.w.Uint32(uint32(nfsOK))
-	q.postOp(ino)
-	q.w.Uint32(uint32(n))
-	q.w.Bool(eof)
-	q.w.Opaque(buf[:n])
+	q.w.PutUint32At(countAt, uint32(n))
+	if eof {
+		q.w.PutUint32At(eofAt, 1)
+	}
+	q.w.PutUint32At(lenAt, uint32(n))
+	end := lenAt + 4 + n
+	q.w.Truncate(end)
+	q.w.buf = append(q.w.buf, zeroPad[:pad(n)]...)
 	return AcceptSuccess, nil
 }
 
