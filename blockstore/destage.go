@@ -172,17 +172,7 @@ func (s *Store) destage() error {
 		return s.applyBatch(tx, batch, fresh, chunks, packSizes, nextChunk, nextID, end)
 	})
 	if err != nil {
-		s.abortPack()
-		for _, w := range closedPacks {
-			w.close()
-			s.dropUncommittedPack(w.id())
-		}
-		err = noSpace(err)
-		s.mu.Lock()
-		s.destageErr = err
-		s.room.Broadcast()
-		s.mu.Unlock()
-		return fmt.Errorf("blockstore: destage commit: %w", err)
+		return fmt.Errorf("blockstore: destage commit: %w", s.failBatch(closedPacks, err))
 	}
 	s.nextChunk = nextChunk
 	if s.pack != nil {
@@ -265,17 +255,7 @@ func (s *Store) writeChunks(chunks []*newChunk) (map[uint64]int64, []*packWriter
 	sizes := make(map[uint64]int64)
 	var closed []*packWriter
 	fail := func(err error) (map[uint64]int64, []*packWriter, error) {
-		s.abortPack()
-		for _, w := range closed {
-			w.close()
-			s.dropUncommittedPack(w.id())
-		}
-		err = noSpace(err)
-		s.mu.Lock()
-		s.destageErr = err
-		s.room.Broadcast()
-		s.mu.Unlock()
-		return nil, nil, fmt.Errorf("blockstore: writing pack: %w", err)
+		return nil, nil, fmt.Errorf("blockstore: writing pack: %w", s.failBatch(closed, err))
 	}
 	for _, c := range chunks {
 		if s.pack == nil || s.pack.size() >= s.opts.PackSize {
@@ -307,6 +287,23 @@ func (s *Store) writeChunks(chunks []*newChunk) (map[uint64]int64, []*packWriter
 		sizes[s.pack.id()] = s.pack.size()
 	}
 	return sizes, closed, nil
+}
+
+// failBatch undoes a destage batch that could not commit: the open pack
+// goes back to its committed size, packs the batch made are removed, and
+// writers waiting for log room learn the error. REQUIRES: s.destageMu held.
+func (s *Store) failBatch(made []*packWriter, err error) error {
+	s.abortPack()
+	for _, w := range made {
+		w.close()
+		s.dropUncommittedPack(w.id())
+	}
+	err = noSpace(err)
+	s.mu.Lock()
+	s.destageErr = err
+	s.room.Broadcast()
+	s.mu.Unlock()
+	return err
 }
 
 // abortPack drops what was appended to the open pack since the last commit.

@@ -246,22 +246,32 @@ func unlinkDeltas(n *node, now int64, ds []delta) ([]delta, *blockstore.VolumeID
 	return ds, nil
 }
 
-// Remove removes a non-directory's name.
-func (ns *Namespace) Remove(dir Ino, name string) error {
+// entry finds name in directory dir and the inode it names.
+// REQUIRES: ns.mu held.
+func (ns *Namespace) entry(dir Ino, name string) (*node, *dent, *node, error) {
 	if err := checkName(name); err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
 	d, err := ns.dir(dir)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	e := d.ents[name]
 	if e == nil {
-		return fmt.Errorf("%q: %w", name, ErrNotExist)
+		return nil, nil, nil, fmt.Errorf("%q: %w", name, ErrNotExist)
 	}
 	n, err := ns.get(e.ino)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return d, e, n, nil
+}
+
+// Remove removes a non-directory's name.
+func (ns *Namespace) Remove(dir Ino, name string) error {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	d, e, n, err := ns.entry(dir, name)
 	if err != nil {
 		return err
 	}
@@ -292,20 +302,9 @@ func dropVolume(v *blockstore.VolumeID) func(*blockstore.Txn, *[]delta) error {
 
 // Rmdir removes an empty directory.
 func (ns *Namespace) Rmdir(dir Ino, name string) error {
-	if err := checkName(name); err != nil {
-		return err
-	}
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
-	d, err := ns.dir(dir)
-	if err != nil {
-		return err
-	}
-	e := d.ents[name]
-	if e == nil {
-		return fmt.Errorf("%q: %w", name, ErrNotExist)
-	}
-	n, err := ns.get(e.ino)
+	d, e, n, err := ns.entry(dir, name)
 	if err != nil {
 		return err
 	}
