@@ -1,0 +1,319 @@
+// Package e2e tests dstore serve end to end under the real Linux NFSv3
+// client. This machine's kernel has no NFS client, so every scenario boots a
+// User-Mode Linux guest through ../shared/uml-nfs/run (see its README): the
+// guest's root is this machine's /, and a scenario script from scripts/
+// starts dstore inside the guest on 127.0.0.1, mounts it with the kernel's
+// client and checks what it does.
+//
+// One guest runs at a time: the scenarios are subtests of one test and do
+// not call t.Parallel. Each takes from a few seconds to a few minutes; the
+// whole suite needs about 8 minutes (set go test -timeout accordingly; the
+// Makefile's `make e2e` does).
+//
+// Environment:
+//
+//	DSTORE_UMLNFS   the uml-nfs directory (default: <repo>/../shared/uml-nfs)
+//	CI=true         a missing linux.uml, uml-nfs or fio is a failure, not a skip
+//	DSTORE_E2E_RACE=1  build the server with -race
+//
+// A scenario can also be run by hand from the repository root:
+//
+//	make build && ../shared/uml-nfs/run -d 1G e2e/scripts/ops.sh bin/dstore
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A scenario is one guest run of scripts/<name>.sh.
+type scenario struct {
+	name    string
+	disk    string        // run -d: the guest's scratch disk, where the datastore lives
+	mem     string        // run -m
+	timeout time.Duration // run -t: the guest is stopped after this
+	tools   []string      // host packages the script needs, installed with apt-get when missing
+}
+
+var scenarios = []scenario{
+	{name: "mount", disk: "1G", mem: "1G", timeout: 90 * time.Second},
+	{name: "ops", disk: "1G", mem: "1G", timeout: 150 * time.Second},
+	// 256 MiB of source data sits in the guest's tmpfs while the server
+	// holds up to its NVLOG bound (256 MiB) of written data in memory.
+	{name: "dd", disk: "2G", mem: "2G", timeout: 240 * time.Second},
+	// 20,000 CREATEs, then as many REMOVEs: 50 s to 5 minutes, depending
+	// on how busy this machine is (every guest system call is emulated).
+	{name: "bigdir", disk: "1G", mem: "1G", timeout: 600 * time.Second},
+	{name: "vdisk", disk: "2G", mem: "1G", timeout: 240 * time.Second},
+	{name: "fio", disk: "2G", mem: "1G", timeout: 180 * time.Second, tools: []string{"fio"}},
+	{name: "kill", disk: "2G", mem: "1G", timeout: 180 * time.Second},
+	// The scratch disk is the small file system: 600 MB less the
+	// datastore's reserve (2*64 MiB + 32 MiB) and its NVLOG segments leaves
+	// about 200 MiB to fill.
+	{name: "enospc", disk: "600M", mem: "1G", timeout: 240 * time.Second},
+}
+
+// slack is what the guest's boot, apt-get and run's own kill delay may add
+// to a scenario's timeout before the test gives up on the process.
+const slack = 3 * time.Minute
+
+func TestKernelClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the e2e scenarios boot User-Mode Linux guests")
+	}
+	h := setup(t)
+	var (
+		mu      sync.Mutex
+		summary []string
+	)
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			start := time.Now()
+			defer func() {
+				mu.Lock()
+				defer mu.Unlock()
+				status := "passed"
+				switch {
+				case t.Skipped():
+					status = "skipped"
+				case t.Failed():
+					status = "FAILED"
+				}
+				summary = append(summary, fmt.Sprintf("%-8s %-7s %6.1fs", sc.name, status, time.Since(start).Seconds()))
+			}()
+			h.run(t, sc)
+		})
+	}
+	t.Logf("scenarios:\n%s", strings.Join(summary, "\n"))
+}
+
+// harness is what every scenario shares: where things are, and the server
+// binary built for this run.
+type harness struct {
+	root   string // the repository
+	umlnfs string // the uml-nfs directory
+	dstore string // the server binary
+	ci     bool
+}
+
+// setup finds uml-nfs and linux.uml (skipping, or failing under CI=true,
+// when they are missing) and builds bin/e2e-*/dstore.
+func setup(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{ci: os.Getenv("CI") == "true"}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.root = filepath.Dir(wd) // go test runs in <repo>/e2e
+	if _, err := os.Stat(filepath.Join(h.root, "go.mod")); err != nil {
+		t.Fatalf("no go.mod above %s: %v", wd, err)
+	}
+	h.umlnfs = os.Getenv("DSTORE_UMLNFS")
+	if h.umlnfs == "" {
+		h.umlnfs = filepath.Join(h.root, "..", "shared", "uml-nfs")
+	}
+	if abs, err := filepath.Abs(h.umlnfs); err == nil {
+		h.umlnfs = abs
+	}
+	if _, err := os.Stat(filepath.Join(h.umlnfs, "run")); err != nil {
+		h.skipOrFail(t, "no uml-nfs at %s (set DSTORE_UMLNFS): %v", h.umlnfs, err)
+	}
+	if _, err := exec.LookPath("linux.uml"); err != nil {
+		if !h.ci {
+			t.Skip("linux.uml not installed: apt-get install user-mode-linux, or run with CI=true to let uml-nfs/run install it")
+		}
+		t.Log("linux.uml not installed: uml-nfs/run installs it (CI=true)")
+	}
+
+	bindir := filepath.Join(h.root, "bin")
+	if err := os.MkdirAll(bindir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Under the work tree, not in $TMPDIR: the guest sees the host's files
+	// through hostfs, except where it mounts its own tmpfs (/run, /dev/shm).
+	dir, err := os.MkdirTemp(bindir, "e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	h.dstore = filepath.Join(dir, "dstore")
+	args := []string{"build", "-o", h.dstore}
+	if os.Getenv("DSTORE_E2E_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/dstore")
+	cmd := exec.Command(goTool(), args...)
+	cmd.Dir = h.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return h
+}
+
+func (h *harness) skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if h.ci {
+		t.Fatalf("CI=true: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// goTool is the go command that runs this test, or the one on $PATH.
+func goTool() string {
+	if g := os.Getenv("GO"); g != "" {
+		return g
+	}
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "/usr/local/go/bin/go"
+}
+
+// run boots one guest for sc and fails t unless the script exits 0.
+func (h *harness) run(t *testing.T, sc scenario) {
+	for _, tool := range sc.tools {
+		h.ensureTool(t, tool)
+	}
+	limit := sc.timeout + slack
+	if dl, ok := t.Deadline(); ok {
+		if left := time.Until(dl) - 10*time.Second; left < limit {
+			if left < sc.timeout {
+				h.skipOrFail(t, "only %s left before go test's -timeout; %s needs up to %s (raise -timeout; `make e2e` does)",
+					left.Round(time.Second), sc.name, sc.timeout)
+			}
+			limit = left
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+
+	secs := strconv.Itoa(int(sc.timeout / time.Second))
+	script := filepath.Join("e2e", "scripts", sc.name+".sh")
+	cmd := exec.CommandContext(ctx, filepath.Join(h.umlnfs, "run"),
+		"-m", sc.mem, "-d", sc.disk, "-t", secs, script, h.dstore, secs)
+	cmd.Dir = h.root
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	// run starts linux.uml (and timeout, tail, sed) as its children: end
+	// the whole process group if the test gives up on it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	out := newLineLogger(t)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	t.Logf("%s -m %s -d %s -t %s %s", filepath.Join(h.umlnfs, "run"), sc.mem, sc.disk, secs, script)
+	start := time.Now()
+	err := cmd.Run()
+	out.Flush()
+	took := time.Since(start).Round(100 * time.Millisecond)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		t.Logf("%s passed in %s", sc.name, took)
+	case ctx.Err() != nil:
+		t.Fatalf("%s: the test stopped the guest after %s (limit %s): %v", sc.name, took, limit, err)
+	case errors.As(err, &ee) && ee.ExitCode() == 124:
+		t.Fatalf("%s: the guest ran past its %ss limit (a hang: see the WATCHDOG diagnostics above)", sc.name, secs)
+	case errors.As(err, &ee) && ee.ExitCode() == 125:
+		t.Fatalf("%s: the guest never started (boot log above)", sc.name)
+	default:
+		t.Fatalf("%s failed after %s: %v (see FAIL above)", sc.name, took, err)
+	}
+}
+
+// ensureTool installs the Debian package of the same name when the command
+// is missing. The guest's / is this machine's, so the guest sees it too.
+func (h *harness) ensureTool(t *testing.T, tool string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err == nil {
+		return
+	}
+	if os.Geteuid() != 0 {
+		h.skipOrFail(t, "%s is not installed and only root can apt-get install it", tool)
+	}
+	t.Logf("%s is not installed: apt-get install %s", tool, tool)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", tool}} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			h.skipOrFail(t, "apt-get %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if _, err := exec.LookPath(tool); err != nil {
+		h.skipOrFail(t, "apt-get installed %s, yet it is not on $PATH", tool)
+	}
+}
+
+// lineLogger streams what the guest prints into the test log, a line at a
+// time, as it comes (with go test -v).
+type lineLogger struct {
+	t   *testing.T
+	mu  sync.Mutex
+	buf []byte
+}
+
+func newLineLogger(t *testing.T) *lineLogger { return &lineLogger{t: t} }
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.t.Log(strings.TrimRight(string(l.buf[:i]), "\r"))
+		l.buf = l.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+// Flush logs a last line that had no newline.
+func (l *lineLogger) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.t.Log(string(l.buf))
+		l.buf = nil
+	}
+}
+
+// The scripts are POSIX sh: a syntax error should fail here, at once, not
+// after a guest boots.
+func TestScriptsParse(t *testing.T) {
+	sh, err := exec.LookPath("dash")
+	if err != nil {
+		sh = "sh"
+	}
+	files, err := filepath.Glob(filepath.Join("scripts", "*.sh"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no scripts/*.sh: %v", err)
+	}
+	names := map[string]bool{}
+	for _, f := range files {
+		names[strings.TrimSuffix(filepath.Base(f), ".sh")] = true
+		if out, err := exec.Command(sh, "-n", f).CombinedOutput(); err != nil {
+			t.Errorf("%s -n %s: %v\n%s", sh, f, err, out)
+		}
+	}
+	for _, sc := range scenarios {
+		if !names[sc.name] {
+			t.Errorf("scenario %s has no scripts/%s.sh", sc.name, sc.name)
+		}
+	}
+}
