@@ -145,10 +145,11 @@ loop_mounts() { awk '$1 ~ /^\/dev\/loop/ { print $2 }' /proc/mounts; }
 diagnose() {
 	say "WATCHDOG: diagnostics"
 	grep -e '^proc3' -e '^rpc' /proc/net/rpc/nfs | sed 's/^/    nfs client: /'
-	for _d in /proc/[0-9]*; do
+	for _d in /proc/[0-9]*/task/[0-9]*; do
 		read -r _st <"$_d/stat" 2>/dev/null || continue
 		case $_st in *") D "*)
-			echo "    blocked (D): pid ${_d#/proc/} $(cat "$_d/cmdline" 2>/dev/null | tr '\0' ' ' | cut -c1-120)" \
+			_p=${_d#/proc/}
+			echo "    blocked (D): pid ${_p%%/*} tid ${_d##*/} $(cat "/proc/${_p%%/*}/cmdline" 2>/dev/null | tr '\0' ' ' | cut -c1-120)" \
 				"wchan=$(cat "$_d/wchan" 2>/dev/null)"
 			sed 's/^/        /' "$_d/stack" 2>/dev/null | head -n 20
 			;;
