@@ -167,6 +167,7 @@ type Store struct {
 	stripes [4096]sync.Mutex
 
 	space spaceGauge
+	agc   autoGCState // background GC's triggers (autogc.go)
 
 	wake chan struct{}
 	stop chan struct{}

@@ -1,0 +1,143 @@
+package blockstore
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// AutoGCOptions tune the background garbage collection that a serving
+// datastore runs (Store.AutoGC).
+type AutoGCOptions struct {
+	// Check is how often free space and the triggers are looked at.
+	// 0 = 2 s.
+	Check time.Duration
+	// Interval: a GC runs at least this often while data changes.
+	// 0 = 1 h; negative = only under space pressure or after large frees.
+	Interval time.Duration
+	// LowSpace: below this many available bytes (after the reserve) the
+	// disk is under pressure, and a GC runs as soon as something may have
+	// been freed. 0 = a tenth of the file system, at least 64 MiB and at
+	// most 64 GiB.
+	LowSpace int64
+	// BigFree: once files and layers of this many logical bytes were let
+	// go since the last GC, a GC runs without waiting for Interval.
+	// 0 = 1 GiB; negative = never.
+	BigFree int64
+}
+
+// autoGCState is what the write and delete paths tell the background GC.
+type autoGCState struct {
+	freed atomic.Int64 // logical bytes let go since the last GC (NoteFreed)
+	kick  chan struct{}
+	once  sync.Once
+}
+
+func (a *autoGCState) kickCh() chan struct{} {
+	a.once.Do(func() { a.kick = make(chan struct{}, 1) })
+	return a.kick
+}
+
+// NoteFreed tells the background GC that up to n logical bytes of data
+// were let go (a file removed or truncated, a layer released). Large
+// frees, and any free while the disk is short of space, start a GC
+// without waiting for the next interval.
+func (s *Store) NoteFreed(n int64) {
+	if n <= 0 {
+		return
+	}
+	s.agc.freed.Add(n)
+	select {
+	case s.agc.kickCh() <- struct{}{}:
+	default:
+	}
+}
+
+// AutoGC runs garbage collection in the background until ctx ends or the
+// store closes: under space pressure as soon as something may have been
+// freed, after large frees, and every Interval while data changes. A run
+// that found nothing to free is not repeated under pressure until more is
+// freed or the backoff (10 s doubling to 10 min) has passed. Each run is
+// logged.
+func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
+	if o.Check <= 0 {
+		o.Check = 2 * time.Second
+	}
+	if o.Interval == 0 {
+		o.Interval = time.Hour
+	}
+	if o.BigFree == 0 {
+		o.BigFree = 1 << 30
+	}
+	t := time.NewTicker(o.Check)
+	defer t.Stop()
+	kick := s.agc.kickCh()
+	last := time.Now()
+	lastHead := s.log.head()
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		low := o.LowSpace
+		c, err := s.Capacity()
+		if err != nil {
+			s.logger.Warn("blockstore: auto gc: capacity", "err", err)
+			continue
+		}
+		if low <= 0 {
+			low = min(max(int64(c.Total/10), 64<<20), 64<<30)
+		}
+		freed := s.agc.freed.Load()
+		changed := s.log.head() != lastHead
+		since := time.Since(last)
+		var why string
+		switch {
+		case int64(c.Avail) < low && freed > 0:
+			why = "low space, data freed"
+		case int64(c.Avail) < low && changed && since >= backoff:
+			why = "low space"
+		case o.BigFree > 0 && freed >= o.BigFree:
+			why = "data freed"
+		case o.Interval > 0 && changed && since >= o.Interval:
+			why = "interval"
+		default:
+			continue
+		}
+		lastHead = s.log.head()
+		s.agc.freed.Add(-freed)
+		start := time.Now()
+		rep, err := s.GC(ctx, GCOptions{})
+		last = time.Now()
+		if err != nil {
+			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			s.logger.Warn("blockstore: auto gc failed", "why", why, "err", err)
+			backoff = nextBackoff(backoff)
+			continue
+		}
+		s.logger.Info("blockstore: auto gc", "why", why, "took", time.Since(start).Round(time.Millisecond),
+			"chunks_freed", rep.ChunksFreed, "packs_deleted", rep.PacksDeleted,
+			"packs_compacted", rep.PacksCompacted, "bytes_given_back", rep.PackBytesFreed)
+		if rep.ChunksFreed == 0 && rep.PackBytesFreed <= 0 {
+			backoff = nextBackoff(backoff)
+		} else {
+			backoff = 0
+		}
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 10 * time.Second
+	}
+	return min(2*d, 10*time.Minute)
+}
