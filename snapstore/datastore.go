@@ -1,6 +1,7 @@
 package snapstore
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"time"
@@ -52,6 +53,22 @@ func (d *Datastore) flusher() {
 			}
 		}
 	}
+}
+
+// StartAutoGC runs the block store's background garbage collection
+// (blockstore.Store.AutoGC) until Close.
+func (d *Datastore) StartAutoGC(o blockstore.AutoGCOptions) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		d.Blocks.AutoGC(ctx, o)
+	}()
+	go func() {
+		defer d.wg.Done()
+		<-d.stop
+		cancel()
+	}()
 }
 
 // Close flushes everything and closes the datastore.

@@ -283,7 +283,19 @@ func (ns *Namespace) Remove(dir Ino, name string) error {
 	dirRec.Mtime, dirRec.Ctime = now, now
 	ds := []delta{{kind: dDelEnt, dir: d.Ino, cookie: e.cookie}, {kind: dPutInode, inode: dirRec}}
 	ds, vol := unlinkDeltas(n, now, ds)
-	return ns.commit(volList(vol), ds, dropVolume(vol))
+	if err := ns.commit(volList(vol), ds, dropVolume(vol)); err != nil {
+		return err
+	}
+	ns.noteFreed(vol, n.Size)
+	return nil
+}
+
+// noteFreed tells the block store's background GC that a file's data was
+// let go.
+func (ns *Namespace) noteFreed(vol *blockstore.VolumeID, size uint64) {
+	if vol != nil && size > 0 {
+		ns.bs.NoteFreed(int64(min(size, uint64(blockstore.MaxVolumeSize))))
+	}
 }
 
 func volList(v *blockstore.VolumeID) []blockstore.VolumeID {
@@ -382,6 +394,7 @@ func (ns *Namespace) Rename(fromDir Ino, fromName string, toDir Ino, toName stri
 	}
 	var ds []delta
 	var vol *blockstore.VolumeID
+	var freed uint64
 	if te != nil {
 		dst, err := ns.get(te.ino)
 		if err != nil {
@@ -401,6 +414,7 @@ func (ns *Namespace) Rename(fromDir Ino, fromName string, toDir Ino, toName stri
 			ds = append(ds, delta{kind: dDelInode, ino: dst.Ino})
 		} else {
 			ds, vol = unlinkDeltas(dst, now, ds)
+			freed = dst.Size
 		}
 	}
 	ds = append(ds, delta{kind: dDelEnt, dir: fd.Ino, cookie: se.cookie})
@@ -422,7 +436,11 @@ func (ns *Namespace) Rename(fromDir Ino, fromName string, toDir Ino, toName stri
 	for _, r := range recs {
 		ds = append(ds, delta{kind: dPutInode, inode: *r})
 	}
-	return ns.commit(volList(vol), ds, dropVolume(vol))
+	if err := ns.commit(volList(vol), ds, dropVolume(vol)); err != nil {
+		return err
+	}
+	ns.noteFreed(vol, freed)
+	return nil
 }
 
 // SetAttrArgs are the changes of a SETATTR; nil fields are left alone.
@@ -463,11 +481,14 @@ func (ns *Namespace) SetAttr(ino Ino, s SetAttrArgs) (Attr, error) {
 		if err != nil {
 			return Attr{}, err
 		}
-		if uint64(v.Size()) != *s.Size {
+		if old := uint64(v.Size()); old != *s.Size {
 			if err := v.Truncate(int64(*s.Size)); err != nil {
 				return Attr{}, err
 			}
 			rec.Mtime = now
+			if *s.Size < old {
+				ns.bs.NoteFreed(int64(old - *s.Size))
+			}
 		}
 	}
 	if s.Mode != nil {

@@ -31,6 +31,7 @@ func serveCommand(g *globals) *cli.Command {
 			&cli.BoolFlag{Name: "root-squash", Usage: "map uid 0 to nobody (ESXi needs root: leave off for ESXi)"},
 			&cli.BoolFlag{Name: "all-squash", Usage: "map every uid to nobody"},
 			&cli.BoolFlag{Name: "secure", Usage: "accept only privileged source ports (< 1024)"},
+			&cli.DurationFlag{Name: "gc-interval", Value: time.Hour, Usage: "collect garbage at least this often while data changes (0: only when space runs low or much was freed)"},
 		},
 		Action: func(c *cli.Context) error {
 			var access nfsfs.Access
@@ -44,7 +45,11 @@ func serveCommand(g *globals) *cli.Command {
 				}
 			}
 			access.Secure = c.Bool("secure")
-			return serve(c.Context, g, c.String("data"), c.String("nfs"), c.String("portmap"), nfsfs.Options{
+			gc := blockstore.AutoGCOptions{Interval: c.Duration("gc-interval")}
+			if gc.Interval <= 0 {
+				gc.Interval = -1
+			}
+			return serve(c.Context, g, c.String("data"), c.String("nfs"), c.String("portmap"), gc, nfsfs.Options{
 				Logger:     g.logger(),
 				ReadOnly:   c.Bool("read-only"),
 				RootSquash: c.Bool("root-squash"),
@@ -57,7 +62,7 @@ func serveCommand(g *globals) *cli.Command {
 
 // serve runs the server until ctx ends (SIGTERM, SIGINT), then drains
 // in-flight requests, syncs and closes the datastore.
-func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, o nfsfs.Options, out interface{ Write([]byte) (int, error) }) error {
+func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc blockstore.AutoGCOptions, o nfsfs.Options, out interface{ Write([]byte) (int, error) }) error {
 	log := g.logger()
 	if !blockstore.IsInitialized(dir) {
 		if err := blockstore.Init(dir, blockstore.InitOptions{}); err != nil {
@@ -69,6 +74,7 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, o nfs
 	if err != nil {
 		return err
 	}
+	ds.StartAutoGC(gc)
 	nfs := nfsfs.NewNFS(ds, o)
 	srv := nfsfs.NewServer(nfsfs.ServerOptions{Logger: log})
 	srv.Register(nfs.Program())
