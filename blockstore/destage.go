@@ -16,6 +16,9 @@ import (
 // log has been quiet for DestageDelay, and merges layers that can be merged.
 func (s *Store) destageLoop() {
 	defer s.wg.Done()
+	if err := ioFlusherThread(); err != nil {
+		s.logger.Info("blockstore: log and pack writers not marked as I/O flushers (a loopback NFS mount may stall under memory pressure)", "err", err)
+	}
 	t := time.NewTimer(s.opts.DestageDelay)
 	defer t.Stop()
 	backoff := time.Duration(0)

@@ -1029,6 +1029,7 @@ func (l *nvlog) close() error {
 // fdatasyncs it while appenders fill the other buffer, then wakes waiters.
 func (l *nvlog) flusher() {
 	defer close(l.done)
+	_ = ioFlusherThread() // best effort; the destage loop logs a refusal
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	l.mu.Lock()

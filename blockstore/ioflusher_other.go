@@ -1,0 +1,5 @@
+//go:build !linux
+
+package blockstore
+
+func ioFlusherThread() error { return nil }
