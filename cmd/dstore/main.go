@@ -111,6 +111,7 @@ func newApp() *cli.App {
 			leaf(verifyCommand(g)),
 			leaf(gcCommand(g)),
 			leaf(serveCommand(g)),
+			benchCommand(g),
 		},
 	}
 	return app
