@@ -114,7 +114,17 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		lastHead = s.log.head()
 		s.agc.freed.Add(-freed)
 		start := time.Now()
-		rep, err := s.GC(ctx, GCOptions{})
+		// Deletes still in the log keep their blocks referenced until
+		// they are destaged: destage first, so this GC sees them.
+		if err := s.Flush(); err != nil && !errors.Is(err, ErrClosed) {
+			s.logger.Warn("blockstore: auto gc: destage before gc", "err", err)
+		}
+		// Short of space, packs with a tenth dead are worth rewriting.
+		threshold := 0.5
+		if int64(c.Avail) < low {
+			threshold = 0.9
+		}
+		rep, err := s.GC(ctx, GCOptions{Threshold: threshold})
 		last = time.Now()
 		if err != nil {
 			if errors.Is(err, ErrClosed) || ctx.Err() != nil {

@@ -283,19 +283,25 @@ func (ns *Namespace) Remove(dir Ino, name string) error {
 	dirRec.Mtime, dirRec.Ctime = now, now
 	ds := []delta{{kind: dDelEnt, dir: d.Ino, cookie: e.cookie}, {kind: dPutInode, inode: dirRec}}
 	ds, vol := unlinkDeltas(n, now, ds)
+	size := ns.volSize(vol)
 	if err := ns.commit(volList(vol), ds, dropVolume(vol)); err != nil {
 		return err
 	}
-	ns.noteFreed(vol, n.Size)
+	ns.bs.NoteFreed(size)
 	return nil
 }
 
-// noteFreed tells the block store's background GC that a file's data was
-// let go.
-func (ns *Namespace) noteFreed(vol *blockstore.VolumeID, size uint64) {
-	if vol != nil && size > 0 {
-		ns.bs.NoteFreed(int64(min(size, uint64(blockstore.MaxVolumeSize))))
+// volSize is the size of a volume about to be deleted, for the block
+// store's background GC (NoteFreed); 0 for none.
+func (ns *Namespace) volSize(vol *blockstore.VolumeID) int64 {
+	if vol == nil {
+		return 0
 	}
+	v, err := ns.bs.OpenVolume(*vol)
+	if err != nil {
+		return 0
+	}
+	return v.Size()
 }
 
 func volList(v *blockstore.VolumeID) []blockstore.VolumeID {
@@ -394,7 +400,7 @@ func (ns *Namespace) Rename(fromDir Ino, fromName string, toDir Ino, toName stri
 	}
 	var ds []delta
 	var vol *blockstore.VolumeID
-	var freed uint64
+	var freed int64
 	if te != nil {
 		dst, err := ns.get(te.ino)
 		if err != nil {
@@ -414,7 +420,7 @@ func (ns *Namespace) Rename(fromDir Ino, fromName string, toDir Ino, toName stri
 			ds = append(ds, delta{kind: dDelInode, ino: dst.Ino})
 		} else {
 			ds, vol = unlinkDeltas(dst, now, ds)
-			freed = dst.Size
+			freed = ns.volSize(vol)
 		}
 	}
 	ds = append(ds, delta{kind: dDelEnt, dir: fd.Ino, cookie: se.cookie})
@@ -439,7 +445,7 @@ func (ns *Namespace) Rename(fromDir Ino, fromName string, toDir Ino, toName stri
 	if err := ns.commit(volList(vol), ds, dropVolume(vol)); err != nil {
 		return err
 	}
-	ns.noteFreed(vol, freed)
+	ns.bs.NoteFreed(freed)
 	return nil
 }
 

@@ -15,7 +15,8 @@ mkdir /mnt/keep /mnt/fill
 
 space() {
 	echo "scratch disk: $(df -k /run/scratch | awk 'NR == 2 { print $3 " KiB used, " $4 " KiB free" }');" \
-		"NFS: $(df -k /mnt | awk 'NR == 2 { print $3 " KiB used, " $4 " KiB avail" }')"
+		"NFS: $(df -k /mnt | awk 'NR == 2 { print $3 " KiB used, " $4 " KiB avail" }');" \
+		"data dir (KiB): $(cd /run/scratch/ds 2>/dev/null && du -sk -- * | tr '\t\n' '= ')"
 }
 say "$(space)"
 
