@@ -17,9 +17,9 @@ TESTFLAGS ?=
 # E2EFLAGS='-run TestKernelClient/kill'.
 E2EFLAGS ?=
 E2E_TIMEOUT ?= 30m
-# The scenarios `make test` runs; the others (bigdir, vdisk, fio, kill,
-# enospc) run with `make e2e` until they are known to pass reliably.
-E2E_TEST ?= TestKernelClient/(mount|ops|dd)$$
+# The scenarios `make test` runs: all of them (mount, ops, dd, dd-mem1G,
+# bigdir, vdisk, fio, kill, enospc).
+E2E_TEST ?= TestKernelClient
 BENCHFLAGS ?=
 FUZZTIME ?= 15s
 
@@ -53,8 +53,7 @@ lint: fmt-check vet
 
 # The race detector needs cgo and a C compiler. Without them the tests still
 # run locally (with a warning); CI must have them. Then the end-to-end
-# scenarios that pass reliably run, one User-Mode Linux guest at a time
-# (E2E_TEST); `make e2e` runs them all.
+# scenarios run, one User-Mode Linux guest at a time (E2E_TEST).
 test: vet fmt-check
 	@race=-race; \
 	if [[ "$$($(GO) env CGO_ENABLED)" != 1 ]] || ! command -v "$$($(GO) env CC)" >/dev/null 2>&1; then \
