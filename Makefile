@@ -29,7 +29,7 @@ if [[ "$${CI:-}" == true ]]; then echo "make: $(1)" >&2; exit 1; fi; \
 echo "make: warning: $(1)" >&2
 endef
 
-.PHONY: build run test e2e vet fmt-check lint bench fuzz clean
+.PHONY: build run test e2e vet fmt-check lint bench bench-go fuzz clean
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/dstore ./cmd/dstore
@@ -71,8 +71,18 @@ test: vet fmt-check
 e2e:
 	$(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) $(TESTFLAGS) $(E2EFLAGS) ./e2e/
 
-# Benchmarks: output lands in bench/out/ (gitignored), one file per run.
+# dstore side by side with NFS-Ganesha, fio, qemu-img, restic and borg, in
+# one run (bench/run.sh): writes docs/BENCHMARKS.md and docs/benchmarks/*.svg,
+# raw results under bench/out/ (gitignored). Needs root and the peers (the
+# script names what is missing). QUICK=1: short runs, under 3 minutes.
+# SECTIONS='nfs durability' picks sections. Not part of `make test`.
+QUICK ?=
 bench:
+	QUICK='$(QUICK)' bench/run.sh
+
+# The block store's Go benchmarks: output lands in bench/out/ (gitignored),
+# one file per run.
+bench-go:
 	@mkdir -p bench/out
 	@out=bench/out/blockstore-$$(date +%Y%m%d-%H%M%S)-$(VERSION).txt; \
 	echo "writing $$out"; \

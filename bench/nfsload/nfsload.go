@@ -276,7 +276,7 @@ func mount(ctx context.Context, cfg *Config) ([]byte, error) {
 	port := ""
 	if cfg.MountPort > 0 {
 		port = strconv.Itoa(cfg.MountPort)
-	} else if p := portmapMount(ctx, host); p != 0 {
+	} else if p := portmapMount(ctx, host, nfsPort); p != 0 {
 		port = strconv.Itoa(int(p))
 	} else {
 		port = nfsPort // dstore serves MOUNT on the NFS port
@@ -295,8 +295,10 @@ func mount(ctx context.Context, cfg *Config) ([]byte, error) {
 }
 
 // portmapMount asks the portmapper on host:111 for MOUNT v3 over TCP; 0
-// when there is no portmapper or it does not know.
-func portmapMount(ctx context.Context, host string) uint32 {
+// when there is no portmapper or it does not know. The answer counts only
+// when the portmapper also names nfsPort for NFS v3: otherwise its MOUNT is
+// another server's (one that registered while this one did not).
+func portmapMount(ctx context.Context, host, nfsPort string) uint32 {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	pc, err := nfsfs.Dial(ctx, net.JoinHostPort(host, "111"), nfsfs.ClientOptions{})
@@ -304,6 +306,10 @@ func portmapMount(ctx context.Context, host string) uint32 {
 		return 0
 	}
 	defer pc.Close()
+	np, err := nfsfs.PortmapGetport(ctx, pc, nfsfs.ProgNFS, 3, nfsfs.IPProtoTCP)
+	if err != nil || strconv.Itoa(int(np)) != nfsPort {
+		return 0
+	}
 	p, err := nfsfs.PortmapGetport(ctx, pc, nfsfs.ProgMNT, 3, nfsfs.IPProtoTCP)
 	if err != nil {
 		return 0

@@ -44,7 +44,7 @@ func benchNFSCommand(g *globals) *cli.Command {
 			"counted in the time. MB are 10^6 bytes.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", Usage: "NFS server `HOST:PORT` (required)"},
-			&cli.IntFlag{Name: "mount-port", Usage: "MOUNT `PORT` (default: ask the portmapper on port 111, else the NFS port)"},
+			&cli.IntFlag{Name: "mount-port", Usage: "MOUNT `PORT` (default: the portmapper on port 111 if it maps NFS to --server's port, else the NFS port)"},
 			&cli.StringFlag{Name: "export", Value: "/", Usage: "export `PATH` to mount"},
 			&cli.StringFlag{Name: "workload", Usage: "`NAME` (required): " + strings.Join(nfsload.Workloads, ", ")},
 			&cli.StringFlag{Name: "bs", Usage: "bytes per READ or WRITE, a multiple of 4K (default 1M for seq*, 4K otherwise); metadata: bytes per file", DefaultText: "1M or 4K"},

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+type report struct {
+	t      *table
+	m      machine
+	svgDir string
+	svgRel string // svgDir relative to the Markdown file
+	b      strings.Builder
+}
+
+func (r *report) p(format string, args ...any) { fmt.Fprintf(&r.b, format+"\n", args...) }
+
+// runsOf says how many runs the medians of a section are taken over.
+func (r *report) runsOf(section string) string {
+	lo, hi := 0, 0
+	for k, runs := range r.t.runs {
+		if k.section != section {
+			continue
+		}
+		if lo == 0 || len(runs) < lo {
+			lo = len(runs)
+		}
+		hi = max(hi, len(runs))
+	}
+	if lo == hi {
+		return fmt.Sprintf("Medians of %d runs.", lo)
+	}
+	return fmt.Sprintf("Medians of %d to %d runs.", lo, hi)
+}
+
+// num formats a figure with about three significant digits; NaN is "–".
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return math.NaN()
+	}
+	return a / b
+}
+
+func ratioStr(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", v)
+}
+
+// goalAtLeast says whether got meets a goal of at least want (both ratios).
+func goalAtLeast(got, want float64) string {
+	switch {
+	case math.IsNaN(got):
+		return fmt.Sprintf("≥ %.1f×: not measured", want)
+	case got >= want:
+		return fmt.Sprintf("≥ %.1f×: **met**", want)
+	}
+	return fmt.Sprintf("≥ %.1f×: not met, %.1f× short", want, want/got)
+}
+
+func goalAtMost(got, want float64) string {
+	switch {
+	case math.IsNaN(got):
+		return fmt.Sprintf("≤ %.1f×: not measured", want)
+	case got <= want:
+		return fmt.Sprintf("≤ %.1f×: **met**", want)
+	}
+	return fmt.Sprintf("≤ %.1f×: not met, %.1f× over", want, got/want)
+}
+
+func iec(n float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for n >= 1024 && i < len(units)-1 {
+		n /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f B", n)
+	}
+	return fmt.Sprintf("%.2f %s", n, units[i])
+}
+
+func (r *report) write() (string, error) {
+	m := r.m
+	r.p("# Benchmarks")
+	r.p("")
+	mode := "full run"
+	if m.Quick {
+		mode = "quick run (`QUICK=1`: short runs, small sizes; treat as a smoke test)"
+	}
+	r.p("Written by `make bench` (bench/run.sh, then bench/report) on %s from `%s`, a %s: every", m.Date, m.Version, mode)
+	r.p("figure below comes from that one run on one machine, side by side with its peer. Do not edit by")
+	r.p("hand; run `make bench` again. Each case ran %d times unless its section says otherwise (%s per", m.Runs, m.Duration)
+	r.p("timed NFS run, %s test files); the tables give medians, and ratios are dstore over its peer, from", m.Size)
+	r.p("medians of the same run.")
+	r.p("The machine is shared and small, so absolute figures are noisy; ratios within one run are what to")
+	r.p("compare. MB are 10^6 bytes. The raw results (every run) are in `bench/out/<time>/results.jsonl`.")
+	r.p("")
+	r.p("## Machine")
+	r.p("")
+	r.p("| | |")
+	r.p("|---|---|")
+	r.p("| CPU | %s |", m.CPU)
+	r.p("| cores | %d |", m.Cores)
+	r.p("| memory | %s |", iec(float64(m.MemoryKiB)*1024))
+	r.p("| kernel | %s |", m.Kernel)
+	r.p("| disk (dstore's data, Ganesha's export, fio's file, the repositories) | %s |", m.Disk)
+	r.p("| peers | NFS-Ganesha %s (FSAL_VFS), fio %s, restic %s, borg %s, qemu-img %s |", m.Ganesha, m.Fio, m.Restic, m.Borg, m.QemuImg)
+	r.p("")
+	for _, s := range []struct {
+		name string
+		fn   func() error
+	}{{"nfs", r.nfs}, {"durability", r.durability}, {"snapshot", r.snapshot}, {"ingest", r.ingest}} {
+		if len(r.t.cases[s.name]) == 0 {
+			continue
+		}
+		if err := s.fn(); err != nil {
+			return "", err
+		}
+	}
+	r.p("## Not measured yet")
+	r.p("")
+	for _, s := range []string{"nfs", "durability", "snapshot", "ingest"} {
+		if len(r.t.cases[s]) == 0 {
+			r.p("- The %s section: not part of this run.", s)
+		}
+	}
+	r.p("- Both servers through the real Linux kernel client in one ../shared/uml-nfs guest (dd 512 MiB with")
+	r.p("  conv=fsync, read after drop_caches, fio 4 KiB random at iodepth 16), and knfsd as the limit to approach.")
+	r.p("- With the OX issue: export to S3 vs restic to the same versitygw, and time to first read of an S3 clone.")
+	return r.b.String(), nil
+}
+
+// chart writes an SVG and links it.
+func (r *report) chart(name, title string, groups []group) error {
+	path := filepath.Join(r.svgDir, name+".svg")
+	if err := os.WriteFile(path, []byte(barChart(title, groups)), 0o644); err != nil {
+		return err
+	}
+	r.p("![%s](%s/%s.svg)", title, r.svgRel, name)
+	r.p("")
+	return nil
+}
+
+// primary is the figure that matters for a case: MB/s for sequential ones,
+// operations per second for the rest.
+func primary(cas string) (metric, unit string) {
+	if strings.HasPrefix(cas, "seq") {
+		return "mb_per_s", "MB/s"
+	}
+	return "iops", "IOPS"
+}
+
+func (r *report) nfs() error {
+	t := r.t
+	r.p("## NFS: dstore vs NFS-Ganesha")
+	r.p("")
+	r.p("`dstore bench nfs` against `dstore serve` and against NFS-Ganesha (bench/ganesha.conf), both on")
+	r.p("loopback, each with a fresh data directory on the same disk. Cases: workload, I/O size and calls")
+	r.p("outstanding (`qd64x4` is 16 on each of 4 connections). Writes are UNSTABLE and each run ends with a")
+	r.p("COMMIT, counted in its time. Read and random cases use one file per server, filled once. `metadata`")
+	r.p("creates files (writing 4 KiB to each), GETATTRs, LOOKUPs and removes them; every call counts.")
+	r.p("%s", r.runsOf("nfs"))
+	r.p("")
+	r.p("| case | dstore | Ganesha | dstore/Ganesha | goal (issue 4) |")
+	r.p("|---|---:|---:|---:|---|")
+	var groups []group
+	for _, c := range t.cases["nfs"] {
+		metric, unit := primary(c)
+		d, _ := t.median(key{"nfs", "dstore", c}, metric)
+		g, _ := t.median(key{"nfs", "ganesha", c}, metric)
+		rt := ratio(d, g)
+		goal := "–"
+		switch {
+		case strings.HasPrefix(c, "seq"):
+			goal = goalAtLeast(rt, 1.2)
+		case strings.HasPrefix(c, "rand"):
+			goal = goalAtLeast(rt, 1.5)
+		}
+		r.p("| %s | %s %s | %s %s | %s | %s |", c, num(d), unit, num(g), unit, ratioStr(rt), goal)
+		groups = append(groups, group{label: c + " (" + unit + ")", bars: []bar{
+			{series: "dstore", value: d, text: num(d)},
+			{series: "Ganesha", value: g, text: num(g)},
+		}})
+	}
+	r.p("")
+	r.p("Latency of each call in microseconds (p50 / p99 / p99.9, medians of the runs):")
+	r.p("")
+	r.p("| case | dstore | Ganesha |")
+	r.p("|---|---:|---:|")
+	for _, c := range t.cases["nfs"] {
+		lat := func(server string) string {
+			var parts []string
+			for _, m := range []string{"p50_us", "p99_us", "p999_us"} {
+				v, _ := t.median(key{"nfs", server, c}, m)
+				parts = append(parts, num(v))
+			}
+			return strings.Join(parts, " / ")
+		}
+		r.p("| %s | %s | %s |", c, lat("dstore"), lat("ganesha"))
+	}
+	r.p("")
+	return r.chart("nfs", "NFS over loopback: dstore vs NFS-Ganesha (medians; longer is better)", groups)
+}
+
+func (r *report) durability() error {
+	t := r.t
+	r.p("## Durability cost")
+	r.p("")
+	r.p("4 KiB random FILE_SYNC writes through `dstore bench nfs --stable filesync` at 1, 16 and 64 calls")
+	r.p("outstanding on one connection, against both servers; next to them fio with `--fdatasync=1`")
+	r.p("(psync, one job per outstanding write, all on one file) on the same disk: what the disk gives")
+	r.p("when every write is made durable by itself. A server that groups the commits of concurrent")
+	r.p("writes goes faster with more outstanding; fio's jobs each wait for their own fdatasync.")
+	r.p("%s", r.runsOf("durability"))
+	r.p("")
+	r.p("| outstanding | dstore IOPS | Ganesha IOPS | fio fdatasync IOPS | dstore/Ganesha | dstore/fio | dstore vs its 1 outstanding |")
+	r.p("|---|---:|---:|---:|---:|---:|---:|")
+	d1, _ := t.median(key{"durability", "dstore", "qd1"}, "iops")
+	var groups []group
+	for _, c := range t.cases["durability"] {
+		d, _ := t.median(key{"durability", "dstore", c}, "iops")
+		g, _ := t.median(key{"durability", "ganesha", c}, "iops")
+		f, _ := t.median(key{"durability", "fio", c}, "iops")
+		r.p("| %s | %s | %s | %s | %s | %s | %s |", strings.TrimPrefix(c, "qd"), num(d), num(g), num(f),
+			ratioStr(ratio(d, g)), ratioStr(ratio(d, f)), ratioStr(ratio(d, d1)))
+		groups = append(groups, group{label: strings.TrimPrefix(c, "qd") + " outstanding (IOPS)", bars: []bar{
+			{series: "dstore", value: d, text: num(d)},
+			{series: "Ganesha", value: g, text: num(g)},
+			{series: "fio fdatasync", value: f, text: num(f)},
+		}})
+	}
+	d64, _ := t.median(key{"durability", "dstore", "qd64"}, "iops")
+	r.p("")
+	r.p("Goal: 64 outstanding stable writes at least 10× one: %s (%s).", goalAtLeast(ratio(d64, d1), 10), ratioStr(ratio(d64, d1)))
+	r.p("")
+	return r.chart("durability", "4 KiB durable writes (medians; longer is better)", groups)
+}
+
+func (r *report) snapshot() error {
+	t := r.t
+	r.p("## Snapshot and clone")
+	r.p("")
+	r.p("dstore has no snapshot command yet, so this measures the block store primitives underneath,")
+	r.p("in process (bench/snapclone): a volume with the given amount of unique data written and synced,")
+	r.p("then `Store.Freeze` (the volume's layer becomes frozen, a new writable one on top; durable when it")
+	r.p("returns) and `Store.Clone` of the frozen layer (a new volume over it). Next to them,")
+	r.p("`qemu-img create -f qcow2 -b base.raw -F raw` over a raw image holding the same data, timed as a")
+	r.p("command (process start included, which is most of it). Latency in milliseconds, medians.")
+	r.p("%s", r.runsOf("snapshot"))
+	r.p("")
+	r.p("| written | dstore Freeze | dstore Clone | qemu-img create -b | Freeze/qemu-img | Clone/qemu-img |")
+	r.p("|---|---:|---:|---:|---:|---:|")
+	var groups []group
+	for _, c := range t.cases["snapshot"] {
+		fr, _ := t.median(key{"snapshot", "freeze", c}, "latency_us")
+		cl, _ := t.median(key{"snapshot", "clone", c}, "latency_us")
+		q, _ := t.median(key{"snapshot", "qemu-img", c}, "latency_us")
+		fr, cl, q = fr/1000, cl/1000, q/1000
+		r.p("| %s | %s ms | %s ms | %s ms | %s | %s |", c, num(fr), num(cl), num(q), ratioStr(ratio(fr, q)), ratioStr(ratio(cl, q)))
+		groups = append(groups, group{label: c + " written (ms)", bars: []bar{
+			{series: "dstore Freeze", value: fr, text: num(fr)},
+			{series: "dstore Clone", value: cl, text: num(cl)},
+			{series: "qemu-img create -b", value: q, text: num(q)},
+		}})
+	}
+	r.p("")
+	return r.chart("snapshot", "Snapshot and clone latency (medians; shorter is better)", groups)
+}
+
+func (r *report) ingest() error {
+	t := r.t
+	r.p("## Ingest and dedupe")
+	r.p("")
+	r.p("A Debian bookworm minbase image (bench/mkosimage.sh, ext4) and copies of it, each with 5% of its")
+	r.p("4 KiB blocks (chosen at random, a different set per copy) rewritten with random data")
+	r.p("(bench/ingest). dstore: each copy written as a file over NFS (`dstore bench nfs`'s client, 1 MiB")
+	r.p("UNSTABLE writes, 16 outstanding, then COMMIT) to a fresh `dstore serve`, which is then stopped; stored")
+	r.p("is the physical bytes of `dstore status --json` (the pack files). restic: `restic backup` of the same")
+	r.p("files to a fresh local repository; borg: `borg create --compression lz4` likewise; stored is the")
+	r.p("repository directory's size on disk. Time is the wall time of the whole ingest, medians of the runs.")
+	r.p("%s", r.runsOf("ingest"))
+	r.p("")
+	r.p("| case | tool | logical | stored | stored/logical | time | dstore stored/tool's | goal (issue 4) |")
+	r.p("|---|---|---:|---:|---:|---:|---:|---|")
+	var groups []group
+	for _, c := range t.cases["ingest"] {
+		ds, _ := t.median(key{"ingest", "dstore", c}, "stored_bytes")
+		var bars []bar
+		for _, tool := range []string{"dstore", "restic", "borg"} {
+			k := key{"ingest", tool, c}
+			st, n := t.median(k, "stored_bytes")
+			if n == 0 {
+				continue
+			}
+			lg, _ := t.median(k, "logical_bytes")
+			s, _ := t.median(k, "seconds")
+			rel, goal := "–", "–"
+			if tool != "dstore" {
+				rel = ratioStr(ratio(ds, st))
+				goal = goalAtMost(ratio(ds, st), 0.8)
+			}
+			r.p("| %s | %s | %s | %s | %s | %s s | %s | %s |", c, tool, iec(lg), iec(st), ratioStr(ratio(st, lg)), num(s), rel, goal)
+			bars = append(bars, bar{series: tool, value: st / (1 << 20), text: iec(st) + ", " + num(s) + " s"})
+		}
+		groups = append(groups, group{label: c + ": stored (MiB), time", bars: bars})
+	}
+	r.p("")
+	return r.chart("ingest", "Ingest of OS image copies: bytes stored (medians; shorter is better)", groups)
+}
