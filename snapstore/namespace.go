@@ -83,10 +83,16 @@ type Namespace struct {
 	logger *slog.Logger
 	now    func() time.Time
 
-	mu       sync.RWMutex // guards nodes, nextIno, reserved and every node
+	mu       sync.RWMutex // guards nodes, nextIno, reserved and every node, and the snapshot state below
 	nodes    map[Ino]*node
 	nextIno  Ino
 	reserved Ino // inode numbers below it may have been handed out (durably)
+
+	snaps     map[uint64]*Snapshot // by sequence number
+	groups    map[string]*Group
+	snapNext  uint64 // next snapshot sequence number (never reused)
+	groupNext uint64 // next group sequence number (never reused)
+	trees     map[uint64]*snapTree // snapstore trees built lately (snapview.go)
 }
 
 // Attr is an inode's attributes as NFS reports them.
@@ -122,7 +128,8 @@ func New(logger *slog.Logger) (*Namespace, blockstore.Extension) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	ns := &Namespace{logger: logger, now: time.Now, nodes: map[Ino]*node{}, nextIno: RootIno + 1}
+	ns := &Namespace{logger: logger, now: time.Now, nodes: map[Ino]*node{}, nextIno: RootIno + 1,
+		snaps: map[uint64]*Snapshot{}, groups: map[string]*Group{}, snapNext: 1, groupNext: 1}
 	return ns, extension{ns}
 }
 
@@ -147,6 +154,36 @@ func (ns *Namespace) load(tx *bolt.Tx) error {
 	if b := tx.Bucket(bNSMeta); b != nil {
 		if v := b.Get(kReserved); len(v) == 8 {
 			ns.reserved = Ino(binary.BigEndian.Uint64(v))
+		}
+		if v := b.Get(kSnapNext); len(v) == 8 {
+			ns.snapNext = max(ns.snapNext, binary.BigEndian.Uint64(v))
+		}
+		if v := b.Get(kGrpNext); len(v) == 8 {
+			ns.groupNext = max(ns.groupNext, binary.BigEndian.Uint64(v))
+		}
+	}
+	if b := tx.Bucket(bSnaps); b != nil {
+		err := b.ForEach(func(_, v []byte) error {
+			s, err := decodeSnap(v)
+			if err != nil {
+				return err
+			}
+			return ns.apply(&delta{kind: dPutSnap, snap: s})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if b := tx.Bucket(bGroups); b != nil {
+		err := b.ForEach(func(_, v []byte) error {
+			g, err := decodeGroup(v)
+			if err != nil {
+				return err
+			}
+			return ns.apply(&delta{kind: dPutGroup, group: g})
+		})
+		if err != nil {
+			return err
 		}
 	}
 	if b := tx.Bucket(bInodes); b != nil {
@@ -218,6 +255,14 @@ func destage(tx *bolt.Tx, p []byte) error {
 			if mb, err = tx.CreateBucketIfNotExists(bNSMeta); err == nil {
 				err = mb.Put(kReserved, be64(uint64(d.ino)))
 			}
+		case dPutSnap:
+			err = putRecord(tx, bSnaps, be64(d.snap.Seq), d.blob, kSnapNext, d.snap.Seq+1)
+		case dDelSnap:
+			err = deleteRecord(tx, bSnaps, be64(d.seq))
+		case dPutGroup:
+			err = putRecord(tx, bGroups, []byte(d.group.Name), d.blob, kGrpNext, d.group.Seq+1)
+		case dDelGroup:
+			err = deleteRecord(tx, bGroups, []byte(d.name))
 		}
 		if err != nil {
 			return err
@@ -227,6 +272,34 @@ func destage(tx *bolt.Tx, p []byte) error {
 }
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// putRecord stores a snapshot or group record and raises its sequence
+// counter in ns_meta to at least next.
+func putRecord(tx *bolt.Tx, bucket, key, val, counter []byte, next uint64) error {
+	b, err := tx.CreateBucketIfNotExists(bucket)
+	if err != nil {
+		return err
+	}
+	if err := b.Put(key, val); err != nil {
+		return err
+	}
+	mb, err := tx.CreateBucketIfNotExists(bNSMeta)
+	if err != nil {
+		return err
+	}
+	if v := mb.Get(counter); len(v) == 8 && binary.BigEndian.Uint64(v) >= next {
+		return nil
+	}
+	return mb.Put(counter, be64(next))
+}
+
+func deleteRecord(tx *bolt.Tx, bucket, key []byte) error {
+	b, err := tx.CreateBucketIfNotExists(bucket)
+	if err != nil {
+		return err
+	}
+	return b.Delete(key)
+}
 
 func entKey(dir Ino, cookie uint64) []byte {
 	return binary.BigEndian.AppendUint64(be64(uint64(dir)), cookie)
@@ -258,6 +331,16 @@ func (ns *Namespace) apply(d *delta) error {
 		delete(ns.nodes, d.ino)
 	case dReserve:
 		ns.reserved = max(ns.reserved, d.ino)
+	case dPutSnap:
+		ns.snaps[d.snap.Seq] = d.snap
+		ns.snapNext = max(ns.snapNext, d.snap.Seq+1)
+	case dDelSnap:
+		delete(ns.snaps, d.seq)
+	case dPutGroup:
+		ns.groups[d.group.Name] = d.group
+		ns.groupNext = max(ns.groupNext, d.group.Seq+1)
+	case dDelGroup:
+		delete(ns.groups, d.name)
 	case dPutEnt:
 		dir := ns.nodes[d.dir]
 		if dir == nil || dir.Type != TypeDir {

@@ -44,7 +44,11 @@ type delta struct {
 	ino    Ino // dDelInode; dPutEnt: the entry's inode
 	dir    Ino
 	cookie uint64
-	name   string
+	name   string    // dPutEnt; dDelGroup: the group
+	seq    uint64    // dDelSnap
+	blob   []byte    // dPutSnap, dPutGroup: the JSON record
+	snap   *Snapshot // dPutSnap: blob decoded
+	group  *Group    // dPutGroup: blob decoded
 }
 
 // inodeRec is an inode's persistent state.
@@ -154,6 +158,14 @@ func appendPayload(b []byte, ds []delta) []byte {
 			b = binary.LittleEndian.AppendUint64(b, d.cookie)
 		case dReserve:
 			b = binary.LittleEndian.AppendUint64(b, uint64(d.ino))
+		case dPutSnap, dPutGroup:
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(d.blob)))
+			b = append(b, d.blob...)
+		case dDelSnap:
+			b = binary.LittleEndian.AppendUint64(b, d.seq)
+		case dDelGroup:
+			b = binary.LittleEndian.AppendUint16(b, uint16(len(d.name)))
+			b = append(b, d.name...)
 		}
 	}
 	return b
@@ -208,6 +220,34 @@ func decodePayload(b []byte) ([]delta, error) {
 			}
 			d.dir = Ino(binary.LittleEndian.Uint64(b))
 			d.cookie, b = binary.LittleEndian.Uint64(b[8:]), b[16:]
+		case dPutSnap, dPutGroup:
+			blob, rest, err := decodeBlob(b)
+			if err != nil {
+				return nil, err
+			}
+			if d.kind == dPutSnap {
+				d.snap, err = decodeSnap(blob)
+			} else {
+				d.group, err = decodeGroup(blob)
+			}
+			if err != nil {
+				return nil, err
+			}
+			d.blob, b = blob, rest
+		case dDelSnap:
+			if len(b) < 8 {
+				return bad("short")
+			}
+			d.seq, b = binary.LittleEndian.Uint64(b), b[8:]
+		case dDelGroup:
+			if len(b) < 2 {
+				return bad("short")
+			}
+			ln := int(binary.LittleEndian.Uint16(b))
+			if len(b) < 2+ln || ln == 0 || ln > MaxNameLen {
+				return bad("group name")
+			}
+			d.name, b = string(b[2:2+ln]), b[2+ln:]
 		default:
 			return bad(fmt.Sprintf("delta kind %d", d.kind))
 		}
