@@ -90,8 +90,8 @@ type Namespace struct {
 
 	snaps     map[uint64]*Snapshot // by sequence number
 	groups    map[string]*Group
-	snapNext  uint64 // next snapshot sequence number (never reused)
-	groupNext uint64 // next group sequence number (never reused)
+	snapNext  uint64               // next snapshot sequence number (never reused)
+	groupNext uint64               // next group sequence number (never reused)
 	trees     map[uint64]*snapTree // snapstore trees built lately (snapview.go)
 }
 
