@@ -51,7 +51,7 @@ if [[ -z ${DSTORE_BENCH_INNER:-} ]]; then
 	out=$repo/bench/out/$stamp
 	mkdir -p "$out/bin"
 	log "building into $out/bin"
-	version=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)
+	version=${BENCH_VERSION:-$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)}
 	(cd "$repo" && go build -ldflags "-X main.version=$version" -o "$out/bin/dstore" ./cmd/dstore &&
 		go build -o "$out/bin/snapclone" ./bench/snapclone &&
 		go build -o "$out/bin/ingest" ./bench/ingest &&

@@ -11,6 +11,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -207,7 +208,8 @@ func viaBorg(work, repo, src string) (map[string]any, error) {
 func viaDstore(bin string, port int, data string, files []string) (map[string]any, error) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	srv := exec.Command(bin, "serve", "--data", data, "--nfs", addr)
-	srv.Stderr = os.Stderr
+	var serveLog bytes.Buffer
+	srv.Stdout, srv.Stderr = &serveLog, &serveLog
 	if err := srv.Start(); err != nil {
 		return nil, err
 	}
@@ -249,7 +251,7 @@ func viaDstore(bin string, port int, data string, files []string) (map[string]an
 	err = srv.Wait()
 	stopped = true
 	if err != nil {
-		return nil, fmt.Errorf("dstore serve: %w", err)
+		return nil, fmt.Errorf("dstore serve: %w\n%s", err, serveLog.Bytes())
 	}
 	secs := time.Since(t0).Seconds()
 	out, err := exec.Command(bin, "status", "--data", data, "--json").Output()

@@ -30,7 +30,10 @@ func (r *report) runsOf(section string) string {
 		}
 		hi = max(hi, len(runs))
 	}
-	if lo == hi {
+	switch {
+	case hi == 1:
+		return "One run each (no median): a quick run."
+	case lo == hi:
 		return fmt.Sprintf("Medians of %d runs.", lo)
 	}
 	return fmt.Sprintf("Medians of %d to %d runs.", lo, hi)
@@ -289,20 +292,24 @@ func (r *report) ingest() error {
 	t := r.t
 	r.p("## Ingest and dedupe")
 	r.p("")
-	r.p("A Debian bookworm minbase image (bench/mkosimage.sh, ext4) and copies of it, each with 5% of its")
+	r.p("A Debian bookworm minbase image (bench/mkosimage.sh, ext4) and copies of it, each with 5%% of its")
 	r.p("4 KiB blocks (chosen at random, a different set per copy) rewritten with random data")
-	r.p("(bench/ingest). dstore: each copy written as a file over NFS (`dstore bench nfs`'s client, 1 MiB")
-	r.p("UNSTABLE writes, 16 outstanding, then COMMIT) to a fresh `dstore serve`, which is then stopped; stored")
-	r.p("is the physical bytes of `dstore status --json` (the pack files). restic: `restic backup` of the same")
-	r.p("files to a fresh local repository; borg: `borg create --compression lz4` likewise; stored is the")
-	r.p("repository directory's size on disk. Time is the wall time of the whole ingest, medians of the runs.")
+	r.p("(bench/ingest). dstore: each copy written as a file over NFS (the client of `dstore bench nfs`, 1 MiB")
+	r.p("UNSTABLE writes, 16 outstanding, then COMMIT) to a fresh `dstore serve`, which is then stopped")
+	r.p("(the time includes the stop). restic: `restic backup` of the same files to a fresh local repository")
+	r.p("(restic encrypts and, with its default repository version, compresses); borg: `borg create")
+	r.p("--compression lz4` likewise, unencrypted. Stored is what the datastore or repository directory")
+	r.p("takes on disk (allocated blocks), the same measure for all three; for dstore, packs is the")
+	r.p("`physical_bytes` of `dstore status --json`, the pack files alone (the rest is its write-ahead")
+	r.p("log and metadata).")
 	r.p("%s", r.runsOf("ingest"))
 	r.p("")
-	r.p("| case | tool | logical | stored | stored/logical | time | dstore stored/tool's | goal (issue 4) |")
-	r.p("|---|---|---:|---:|---:|---:|---:|---|")
+	r.p("| case | tool | logical | stored | stored/logical | time | dstore stored/tool's | goal (issue 4) | dstore packs/tool's stored |")
+	r.p("|---|---|---:|---:|---:|---:|---:|---|---:|")
 	var groups []group
 	for _, c := range t.cases["ingest"] {
 		ds, _ := t.median(key{"ingest", "dstore", c}, "stored_bytes")
+		dp, _ := t.median(key{"ingest", "dstore", c}, "physical_bytes")
 		var bars []bar
 		for _, tool := range []string{"dstore", "restic", "borg"} {
 			k := key{"ingest", tool, c}
@@ -312,12 +319,16 @@ func (r *report) ingest() error {
 			}
 			lg, _ := t.median(k, "logical_bytes")
 			s, _ := t.median(k, "seconds")
-			rel, goal := "–", "–"
-			if tool != "dstore" {
+			rel, goal, packs := "–", "–", "–"
+			name := tool
+			if tool == "dstore" {
+				name = "dstore (packs " + iec(dp) + ")"
+			} else {
 				rel = ratioStr(ratio(ds, st))
 				goal = goalAtMost(ratio(ds, st), 0.8)
+				packs = ratioStr(ratio(dp, st))
 			}
-			r.p("| %s | %s | %s | %s | %s | %s s | %s | %s |", c, tool, iec(lg), iec(st), ratioStr(ratio(st, lg)), num(s), rel, goal)
+			r.p("| %s | %s | %s | %s | %s | %s s | %s | %s | %s |", c, name, iec(lg), iec(st), ratioStr(ratio(st, lg)), num(s), rel, goal, packs)
 			bars = append(bars, bar{series: tool, value: st / (1 << 20), text: iec(st) + ", " + num(s) + " s"})
 		}
 		groups = append(groups, group{label: c + ": stored (MiB), time", bars: bars})

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"encoding/xml"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{10, 10, 1000}, 10}, // one outlier run does not move it
+	} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing is not NaN")
+	}
+}
+
+func TestGoals(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{goalAtLeast(1.5, 1.2), "met"},
+		{goalAtLeast(0.6, 1.2), "not met, 2.0× short"},
+		{goalAtLeast(math.NaN(), 1.2), "not measured"},
+		{goalAtMost(0.5, 0.8), "met"},
+		{goalAtMost(1.6, 0.8), "not met, 2.0× over"},
+	} {
+		if !strings.Contains(c.got, c.want) {
+			t.Errorf("%q does not say %q", c.got, c.want)
+		}
+	}
+}
+
+// A results file in, Markdown with medians and ratios and well-formed SVG
+// charts out.
+func TestReport(t *testing.T) {
+	dir := t.TempDir()
+	results := strings.Join([]string{
+		`{"section":"nfs","server":"dstore","case":"randread-4K-qd16","run":1,"result":{"iops":3000,"mb_per_s":12,"p50_us":100,"p99_us":200,"p999_us":300,"errors":0}}`,
+		`{"section":"nfs","server":"dstore","case":"randread-4K-qd16","run":2,"result":{"iops":1000,"mb_per_s":4,"p50_us":100,"p99_us":200,"p999_us":300,"errors":0}}`,
+		`{"section":"nfs","server":"dstore","case":"randread-4K-qd16","run":3,"result":{"iops":2000,"mb_per_s":8,"p50_us":100,"p99_us":200,"p999_us":300,"errors":0}}`,
+		`{"section":"nfs","server":"ganesha","case":"randread-4K-qd16","run":1,"result":{"iops":1000,"mb_per_s":4,"p50_us":90,"p99_us":180,"p999_us":250,"errors":0}}`,
+		`{"section":"durability","server":"fio","case":"qd1","run":1,"result":{"jobs":[{"write":{"iops":500,"bw_bytes":2048000}}]}}`,
+		`{"section":"durability","server":"dstore","case":"qd1","run":1,"result":{"iops":250,"errors":0}}`,
+		`{"section":"snapshot","server":"freeze","case":"64 MiB","run":1,"result":{"latency_us":1500}}`,
+		`{"section":"snapshot","server":"qemu-img","case":"64 MiB","run":1,"result":{"latency_us":15000}}`,
+	}, "\n")
+	in := filepath.Join(dir, "results.jsonl")
+	mach := filepath.Join(dir, "machine.json")
+	os.WriteFile(in, []byte(results), 0o644)
+	os.WriteFile(mach, []byte(`{"cpu":"Test CPU","cores":2,"memory_kib":1048576,"kernel":"Linux 6","disk":"/dev/x","runs":3}`), 0o644)
+	md := filepath.Join(dir, "docs", "BENCHMARKS.md")
+	os.MkdirAll(filepath.Dir(md), 0o755)
+	if err := run(in, mach, md, filepath.Join(dir, "docs", "benchmarks")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(md)
+	text := string(b)
+	for _, want := range []string{
+		"| randread-4K-qd16 | 2000 IOPS | 1000 IOPS | 2.00× | ≥ 1.5×: **met** |", // median of 3000, 1000, 2000
+		"| randread-4K-qd16 | 100 / 200 / 300 | 90.0 / 180 / 250 |",
+		"| 1 | 250 | – | 500 | – | 0.50× | 1.00× |",
+		"| 64 MiB | 1.50 ms | – ms | 15.0 ms | 0.10× | – |",
+		"Test CPU", "1.00 GiB",
+		"](benchmarks/nfs.svg)",
+		"The ingest section: not part of this run.",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the report lacks %q:\n%s", want, text)
+		}
+	}
+	for _, name := range []string{"nfs", "durability", "snapshot"} {
+		svg, err := os.ReadFile(filepath.Join(dir, "docs", "benchmarks", name+".svg"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := xml.NewDecoder(strings.NewReader(string(svg)))
+		for {
+			_, err := d.Token()
+			if err != nil {
+				if err.Error() != "EOF" {
+					t.Errorf("%s.svg: %v", name, err)
+				}
+				break
+			}
+		}
+	}
+
+	// A run with errors is refused, not averaged in.
+	os.WriteFile(in, []byte(`{"section":"nfs","server":"dstore","case":"x","run":1,"result":{"iops":5,"errors":3}}`), 0o644)
+	if err := run(in, mach, md, filepath.Join(dir, "docs", "benchmarks")); err == nil || !strings.Contains(err.Error(), "3 errors") {
+		t.Errorf("a result with errors: %v", err)
+	}
+}
