@@ -768,3 +768,34 @@ func TestSchedulerDSTBerlin(t *testing.T) {
 		})
 	}
 }
+
+func TestSchedulerRealClockDefaults(t *testing.T) {
+	// Nil Clock, Loc and Logger: the real clock, time.Local, no logging.
+	s := &Scheduler{
+		Groups: func() []ScheduledGroup {
+			return []ScheduledGroup{{Name: "a", Schedules: []string{"@yearly"}, Since: time.Now()}}
+		},
+		Fire: func(string, time.Time) error { return nil },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := s.WaitIdle(wctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Wake()
+	if err := s.WaitIdle(wctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}
