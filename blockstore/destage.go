@@ -59,6 +59,9 @@ func (s *Store) destageLoop() {
 	}
 }
 
+// dropBeat is dropLoop's beat.
+const dropBeat = 50 * time.Millisecond
+
 func dropAlias(as []alias, id uint64) []alias {
 	out := as[:0]
 	for _, a := range as {
@@ -70,11 +73,13 @@ func dropAlias(as []alias, id uint64) []alias {
 }
 
 // dropLoop drops bbolt's mapped pages on a short beat (see
-// dropMetaPages): destage and the write path's dedupe lookups touch index
-// pages all the time, and a destage batch can take a while.
+// dropMetaPages). Lookups drop them after maxTouches visits, but a destage
+// commit cannot: it touches every page it rewrites (thousands of random
+// index leaves for a batch of unique data), and the beat is what bounds
+// that burst.
 func (s *Store) dropLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTicker(dropBeat)
 	defer t.Stop()
 	for {
 		select {
@@ -127,7 +132,7 @@ func (s *Store) destage() error {
 	var chunks []*newChunk
 	nextChunk := s.nextChunk
 	err := s.db.View(func(tx *bolt.Tx) error {
-		idx := tx.Bucket(bIndex)
+		idx := tx.Bucket(bIndex).Cursor()
 		for _, q := range batch {
 			if q.d.typ != recBlocks {
 				continue
@@ -137,11 +142,17 @@ func (s *Store) destage() error {
 				if op.kind != kindData || fresh[op.fp] != nil {
 					continue
 				}
-				if v := idx.Get(op.fp[:]); len(v) == 8 && !s.isQuarantined(binary.LittleEndian.Uint64(v)) {
-					if s.gcMark != nil {
-						s.gcMark.set(binary.LittleEndian.Uint64(v))
+				// A block the write path found absent is new; only the
+				// others (replayed, raced with a twin, remote) are looked up.
+				if !op.absent {
+					s.touchedTx(tx, 1)
+					if k, v := idx.Seek(op.fp[:]); bytes.Equal(k, op.fp[:]) && len(v) == 8 &&
+						!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
+						if s.gcMark != nil {
+							s.gcMark.set(binary.LittleEndian.Uint64(v))
+						}
+						continue
 					}
-					continue
 				}
 				c := &newChunk{id: nextChunk, fp: op.fp, codec: op.codec, sealed: op.sealed, layer: q.d.layer, blk: op.blk}
 				nextChunk++
@@ -190,6 +201,7 @@ func (s *Store) destage() error {
 
 	// Phase 3: what is now in bbolt leaves memory and the log.
 	s.mu.Lock()
+	s.destageGen++
 	for _, q := range batch {
 		if q.d.typ == recMeta {
 			// A destaged merge moved the entries: the alias is no longer
@@ -469,7 +481,12 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 					}
 					continue
 				}
-				id, err := resolveChunk(ib, fresh, op.fp)
+				id := op.chunk
+				if op.kind != kindRef || id == 0 || s.isQuarantined(id) {
+					// The write path's hint is the chunk GC keeps for this
+					// reference (I7); without one, find it by fingerprint.
+					id, err = resolveChunk(ib, fresh, op.fp)
+				}
 				if err != nil {
 					return fmt.Errorf("layer %d block %d: %w", q.d.layer, op.blk, err)
 				}

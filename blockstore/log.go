@@ -47,7 +47,7 @@ const (
 	logFlushThreshold = 1 << 20
 	// Bounds the memory the log buffers ahead of the disk. A single record
 	// larger than this is still accepted into an empty buffer.
-	logMaxBuffered = 16 << 20
+	logMaxBuffered = 8 << 20
 	logScanWindow  = 1 << 20
 )
 

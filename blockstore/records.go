@@ -112,6 +112,11 @@ type blockOp struct {
 	codec  uint8
 	sealed []byte // kindData: aliases the payload buffer
 	chunk  uint64 // kindRef: hint
+	// absent (kindData, in memory only): the write path found the
+	// fingerprint neither pending nor in the index, and nothing was
+	// destaged between that lookup and the append, so destage need not
+	// look it up again (see Store.destageGen).
+	absent bool
 }
 
 // effect is one decoded effect of a recMeta record.

@@ -75,17 +75,41 @@ func (s *Store) Capacity() (Capacity, error) {
 // dropMetaPages drops the process's mapping of bbolt's pages (not the page
 // cache): pages the index and maps touched count towards the process's
 // resident memory until then, and with random index inserts that is most of
-// the index. Memory then stays bounded by one destage batch's pages, not
-// by the datastore's size. The read transaction keeps bbolt from remapping
-// meanwhile, so the range is bbolt's own mapping.
+// the index. The read transaction keeps bbolt from remapping meanwhile, so
+// the range is bbolt's own mapping.
 func (s *Store) dropMetaPages() {
+	s.touches.Store(0)
 	s.db.View(func(tx *bolt.Tx) error {
-		info := s.db.Info()
-		size := uintptr(tx.Size())
-		if info.Data == 0 || size == 0 {
-			return nil
-		}
-		unix.Syscall(unix.SYS_MADVISE, info.Data, size, unix.MADV_DONTNEED)
+		dropTxPages(tx)
 		return nil
 	})
+}
+
+// dropTxPages is dropMetaPages inside a transaction, which keeps the
+// mapping where it is. Dropping is always safe: the mapping is shared and
+// read-only, so a page touched again is mapped again from the page cache.
+func dropTxPages(tx *bolt.Tx) {
+	info := tx.DB().Info()
+	size := uintptr(tx.Size())
+	if info.Data == 0 || size == 0 {
+		return
+	}
+	unix.Syscall(unix.SYS_MADVISE, info.Data, size, unix.MADV_DONTNEED)
+}
+
+// maxTouches bounds the random bbolt page visits (index lookups and
+// inserts) between two drops of the mapping. A fault maps not just the
+// page but the kernel's fault-around window (64 KiB) of cached pages
+// around it, so each visit may add 64 KiB to the resident set: 1024 visits
+// bound that share at 64 MiB, whatever the index's size.
+const maxTouches = 1024
+
+// touchedTx records n random page visits made in tx and drops the mapping
+// when too many have gathered. It must be given the transaction: a second
+// one opened inside it could deadlock with a remap.
+func (s *Store) touchedTx(tx *bolt.Tx, n int) {
+	if s.touches.Add(int64(n)) >= maxTouches {
+		s.touches.Store(0)
+		dropTxPages(tx)
+	}
 }

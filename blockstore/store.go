@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zeebo/blake3"
@@ -27,7 +28,7 @@ const MaxVolumeSize int64 = 64 << 40
 // run with (runtime/debug.SetMemoryLimit) unless GOMEMLIMIT says otherwise:
 // with it the garbage collector keeps the heap near what the store holds
 // (the log bound, the cache, a destage batch) instead of letting it double.
-const MemoryLimit = 320 << 20
+const MemoryLimit = 256 << 20
 
 // FormatVersion is the on-disk format version recorded in bucket "meta".
 const FormatVersion = 1
@@ -148,6 +149,10 @@ type Store struct {
 	truncated  map[uint64]*layer // layers with shrinks not destaged yet
 	room       *sync.Cond        // signalled when destage frees log space
 	destageErr error
+	// destageGen counts destage commits, the only writes that add index
+	// entries. A write whose index misses were looked up with no commit
+	// between the lookup and its append marks those blocks absent.
+	destageGen uint64
 	closed     bool
 	replaying  bool  // Open is replaying the log
 	replayErr  error // the first extension replay error
@@ -167,7 +172,10 @@ type Store struct {
 	stripes [4096]sync.Mutex
 
 	space spaceGauge
-	agc   autoGCState // background GC's triggers (autogc.go)
+	// touches counts random bbolt page visits since the mapping was last
+	// dropped (see touchedTx).
+	touches atomic.Int64
+	agc     autoGCState // background GC's triggers (autogc.go)
 
 	wake chan struct{}
 	stop chan struct{}
@@ -692,6 +700,11 @@ func (s *Store) applyLocked(d decoded, end LSN, nbytes int64) {
 			pb := &pblock{lsn: end, kind: op.kind, fp: op.fp, codec: op.codec, sealed: op.sealed, chunk: op.chunk}
 			switch op.kind {
 			case kindData:
+				if op.absent && s.fpPending[op.fp] != nil {
+					// A twin was logged since the lookup: destage must
+					// look (the twin may be destaged by then).
+					op.absent = false
+				}
 				s.fpPending[op.fp] = pb
 			case kindRef:
 				if pb.sealed == nil && pb.chunk == 0 {

@@ -156,6 +156,7 @@ func (s *Store) resolve(vs *volState, first uint64, n int) ([]blockRef, *chain, 
 		return nil, nil, err
 	}
 	defer tx.Rollback()
+	s.touchedTx(tx, n)
 	cur := tx.Bucket(bMap).Cursor()
 	var key [24]byte
 	for i := range refs {
@@ -568,6 +569,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		}
 	})
 	var lookups []int
+	var gen uint64 // destageGen when the lookups began
 	for i := range ops {
 		if ops[i].kind == kindData {
 			lookups = append(lookups, i)
@@ -581,6 +583,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		s.gcMu.RLock()
 		defer s.gcMu.RUnlock()
 		s.mu.Lock()
+		gen = s.destageGen
 		var miss []int
 		for _, i := range lookups {
 			if pb := s.fpPending[ops[i].fp]; pb != nil {
@@ -609,6 +612,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 						still = append(still, i)
 					}
 				}
+				s.touchedTx(tx, len(lookups))
 				lookups = still
 				return nil
 			})
@@ -659,6 +663,13 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		return 0, fmt.Errorf("volume %d: %w", vs.id, ErrNotFound)
 	}
 	top := vs.top
+	if s.destageGen == gen {
+		// No destage committed since the lookups: the misses are still
+		// not in the index (applyLocked checks for twins logged since).
+		for _, i := range lookups {
+			ops[i].absent = true
+		}
+	}
 	parts[0] = appendBlocksHeader(make([]byte, 0, 32), top, mode, size, n)
 	return s.appendLocked(decoded{typ: recBlocks, layer: top, sizeMode: mode, size: size, ops: ops}, parts...)
 }
