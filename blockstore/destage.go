@@ -50,7 +50,7 @@ func (s *Store) destageLoop() {
 		// Go again at once only when a batch's worth is waiting; a trickle
 		// waits for the timer, so its records share a batch.
 		s.mu.Lock()
-		more := s.queueBytes >= destageBatchBytes/4
+		more := s.queueBytes >= destageBatchBytes/2
 		s.mu.Unlock()
 		if more {
 			s.kick()

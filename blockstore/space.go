@@ -2,6 +2,9 @@ package blockstore
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -73,16 +76,51 @@ func (s *Store) Capacity() (Capacity, error) {
 }
 
 // dropMetaPages drops the process's mapping of bbolt's pages (not the page
-// cache): pages the index and maps touched count towards the process's
-// resident memory until then, and with random index inserts that is most of
-// the index. The read transaction keeps bbolt from remapping meanwhile, so
-// the range is bbolt's own mapping.
+// cache) once the process holds more than dropAbove of file-backed pages:
+// pages the index and maps touched count towards the process's resident
+// memory until then, and with random index inserts that is most of the
+// index. A small datastore's pages stay mapped, so its lookups do not fault
+// them in again and again. The read transaction keeps bbolt from remapping
+// meanwhile, so the range is bbolt's own mapping.
 func (s *Store) dropMetaPages() {
 	s.touches.Store(0)
+	if fileResident() < dropAbove {
+		return
+	}
 	s.db.View(func(tx *bolt.Tx) error {
 		dropTxPages(tx)
 		return nil
 	})
+}
+
+// dropAbove is the file-backed resident memory (nearly all of it bbolt's
+// mapping; packs and the log are read and written, not mapped) above which
+// dropMetaPages drops the mapping.
+const dropAbove = 32 << 20
+
+// fileResident returns the process's resident file-backed and shared
+// memory in bytes (the third field of /proc/self/statm), or a huge value
+// when it cannot tell, so the caller drops.
+func fileResident() int64 {
+	fd, err := unix.Open("/proc/self/statm", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 1 << 62
+	}
+	var buf [128]byte
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil || n <= 0 {
+		return 1 << 62
+	}
+	f := strings.Fields(string(buf[:n]))
+	if len(f) < 3 {
+		return 1 << 62
+	}
+	pages, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return 1 << 62
+	}
+	return pages * int64(os.Getpagesize())
 }
 
 // dropTxPages is dropMetaPages inside a transaction, which keeps the
@@ -110,6 +148,8 @@ const maxTouches = 1024
 func (s *Store) touchedTx(tx *bolt.Tx, n int) {
 	if s.touches.Add(int64(n)) >= maxTouches {
 		s.touches.Store(0)
-		dropTxPages(tx)
+		if fileResident() >= dropAbove {
+			dropTxPages(tx)
+		}
 	}
 }

@@ -69,7 +69,9 @@ type Options struct {
 	// memory); writers wait for destage beyond it. 0 = 64 MiB.
 	MaxLogBytes int64
 	CacheBytes  int64 // decoded chunk cache. 0 = 32 MiB
-	// DestageDelay is how long destage lets a partial batch gather. 0 = 50ms.
+	// DestageDelay is how long destage lets a partial batch gather. 0 =
+	// 250ms: a larger batch rewrites fewer bbolt pages per block (random
+	// writes share index and map leaves) and pays its syncs less often.
 	DestageDelay time.Duration
 	// SegmentSize of NVLOG files. 0 = 64 MiB.
 	SegmentSize int64
@@ -371,7 +373,7 @@ func Open(dir string, o Options) (*Store, error) {
 		o.CacheBytes = defaultCache
 	}
 	if o.DestageDelay <= 0 {
-		o.DestageDelay = 50 * time.Millisecond
+		o.DestageDelay = 250 * time.Millisecond
 	}
 	if o.PackSize <= 0 {
 		o.PackSize = defaultPackSize
