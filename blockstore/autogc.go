@@ -22,15 +22,16 @@ type AutoGCOptions struct {
 	// been freed. 0 = a tenth of the file system, at least 64 MiB and at
 	// most 64 GiB.
 	LowSpace int64
-	// BigFree: once files and layers of this many logical bytes were let
-	// go since the last GC, a GC runs without waiting for Interval.
-	// 0 = 1 GiB; negative = never.
+	// BigFree: once files and layers of this many logical bytes (or a
+	// tenth of the file system, if less) were let go since the last GC, a
+	// GC runs without waiting for Interval. 0 = 1 GiB; negative = never.
 	BigFree int64
 }
 
 // autoGCState is what the write and delete paths tell the background GC.
 type autoGCState struct {
 	freed atomic.Int64 // logical bytes let go since the last GC (NoteFreed)
+	short atomic.Bool  // a data write was refused for space since the last GC
 	kick  chan struct{}
 	once  sync.Once
 }
@@ -49,6 +50,17 @@ func (s *Store) NoteFreed(n int64) {
 		return
 	}
 	s.agc.freed.Add(n)
+	s.kickGC()
+}
+
+// noteShort tells the background GC that a data write was refused for
+// lack of space: if anything was freed since the last run, it runs now.
+func (s *Store) noteShort() {
+	s.agc.short.Store(true)
+	s.kickGC()
+}
+
+func (s *Store) kickGC() {
 	select {
 	case s.agc.kickCh() <- struct{}{}:
 	default:
@@ -96,15 +108,16 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 			low = min(max(int64(c.Total/10), 64<<20), 64<<30)
 		}
 		freed := s.agc.freed.Load()
+		short := s.agc.short.Load()
 		changed := s.log.head() != lastHead
 		since := time.Since(last)
 		var why string
 		switch {
-		case int64(c.Avail) < low && freed > 0:
+		case (int64(c.Avail) < low || short) && freed > 0:
 			why = "low space, data freed"
-		case int64(c.Avail) < low && changed && since >= backoff:
+		case (int64(c.Avail) < low || short) && changed && since >= backoff:
 			why = "low space"
-		case o.BigFree > 0 && freed >= o.BigFree:
+		case o.BigFree > 0 && freed >= min(o.BigFree, max(int64(c.Total/10), 1)):
 			why = "data freed"
 		case o.Interval > 0 && changed && since >= o.Interval:
 			why = "interval"
@@ -113,6 +126,7 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		}
 		lastHead = s.log.head()
 		s.agc.freed.Add(-freed)
+		s.agc.short.Store(false)
 		start := time.Now()
 		// Deletes still in the log keep their blocks referenced until
 		// they are destaged: destage first, so this GC sees them.
