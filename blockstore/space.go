@@ -97,7 +97,7 @@ func (s *Store) dropMetaPages() {
 // dropAbove is the file-backed resident memory (nearly all of it bbolt's
 // mapping; packs and the log are read and written, not mapped) above which
 // dropMetaPages drops the mapping.
-const dropAbove = 32 << 20
+const dropAbove = 64 << 20
 
 // fileResident returns the process's resident file-backed and shared
 // memory in bytes (the third field of /proc/self/statm), or a huge value
