@@ -99,7 +99,6 @@ type sealer struct {
 	maxPacked int
 
 	hashers sync.Pool // *blake3.Hasher, keyed, reset before use
-	fpKey   [8]uint32 // the fingerprint key as BLAKE3 key words (fingerprint2)
 	scratch sync.Pool // *[]byte of cap sealCap: seal's work area, open's decryption output
 }
 
@@ -115,9 +114,6 @@ func newSealer(cfg sealerConfig) (*sealer, error) {
 		return nil, fmt.Errorf("blockstore: fingerprint key: %w", err)
 	}
 	s.hashers.New = func() any { return base.Clone() }
-	for i := range s.fpKey {
-		s.fpKey[i] = binary.LittleEndian.Uint32(cfg.FingerprintKey[4*i:])
-	}
 
 	if cfg.EncryptionKey != nil {
 		if len(cfg.EncryptionKey) != chacha20poly1305.KeySize {

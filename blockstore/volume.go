@@ -543,7 +543,6 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 	// Fingerprints of a large write are computed on all cores: for
 	// duplicate data they are nearly all the work.
 	parallel(n, func(lo, hi int) {
-		pair := -1 // a data block waiting to be fingerprinted with the next
 		for i := lo; i < hi; i++ {
 			b := first + uint64(i)
 			bstart := int64(b) * bs
@@ -564,17 +563,9 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 				ops[i].kind = kindHole
 				continue
 			}
+			ops[i].fp = s.seal.fingerprint(block)
 			ops[i].kind = kindData
 			ops[i].sealed = block // sealed below unless deduplicated
-			if pair < 0 {
-				pair = i
-				continue
-			}
-			ops[pair].fp, ops[i].fp = s.seal.fingerprint2(ops[pair].sealed, block)
-			pair = -1
-		}
-		if pair >= 0 {
-			ops[pair].fp = s.seal.fingerprint(ops[pair].sealed)
 		}
 	})
 	var lookups []int
