@@ -1,8 +1,12 @@
 // Package snapstore holds dstore's namespaces: the live tree of the
 // datastore (inodes, directories, attributes, and for each regular file the
-// block store volume that holds its data) and, with the snapshot issue, the
-// snapstore of frozen snapshots. NFS (package nfsfs) only speaks the
-// protocol; every name, attribute and file-to-volume mapping lives here.
+// block store volume that holds its data) and the snapstore: protection
+// groups, their snapshots, and the read-only tree /GROUP/SNAPSHOT-ID/<member
+// path> computed from the snapshot records (snapview.go). NFS (package
+// nfsfs) only speaks the protocol; every name, attribute and file-to-volume
+// mapping lives here. Retention plans (retention.go) and cron schedules
+// with a scheduler on an injected clock (schedule.go, clock.go) are here
+// too.
 //
 // # Vocabulary
 //
@@ -19,6 +23,11 @@
 //   - Payload: the deltas of one operation as a blockstore extension
 //     payload; its format, and the buckets ns_inodes and ns_ents, are in
 //     docs/DESIGN.md ("Namespace").
+//   - Protection group: member patterns matched afresh at every snapshot,
+//     schedules, retention. Snapshot: one log record that freezes every
+//     member's volume and stores the record (path, attributes, frozen
+//     layer per member); restore, clone and delete are one record each
+//     (docs/DESIGN.md, "Snapshots and protection groups").
 //
 // # Invariants
 //
@@ -27,9 +36,10 @@
 //     (through blockstore.Extension), so a namespace operation costs a
 //     group-committed log append, not a bbolt transaction, and is durable
 //     when it returns.
-//   - N2: inode numbers and directory cookies are allocated monotonically and
-//     never reused; a file handle (ino, generation) of a removed file stays
-//     stale forever.
+//   - N2: inode numbers, directory cookies and snapshot and group sequence
+//     numbers are allocated monotonically and never reused (inode numbers
+//     are reserved durably in blocks of 1024; the sequence counters live in
+//     ns_meta); a file handle of a removed file stays stale forever.
 //   - N3: every regular file has exactly one volume; the volume is created in
 //     the same transaction as the file and deleted in the same transaction
 //     as the last link to the file.
@@ -37,11 +47,6 @@
 //     directory's is 2 (its entry and ".") plus one per subdirectory ("..").
 //
 // # Caveats
-//
-// N2 does not hold for inode numbers across a restart yet: the next inode
-// number is recomputed at open as the highest existing one plus one, and
-// every generation is 1, so the numbers of the newest removed inodes are
-// handed out again (docs/DESIGN.md, "Known limits and open work").
 //
 // The whole namespace is in memory, O(files + names), and one lock guards
 // it: every change, and every WRITE (to set the file's times), takes it for

@@ -90,24 +90,6 @@ func (ns *Namespace) EditGroup(name string, edit func(*GroupSpec) error) (*Group
 	return &g, nil
 }
 
-// noteRun records a group's scheduled run (Since) or missed runs.
-func (ns *Namespace) noteRun(name string, since time.Time, missed *Missed) error {
-	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	old := ns.groups[name]
-	if old == nil {
-		return fmt.Errorf("%q: %w", name, ErrNoGroup)
-	}
-	g := *old
-	if !since.IsZero() {
-		g.Since = since.UnixNano()
-	}
-	if missed != nil {
-		g.Missed = missed
-	}
-	return ns.putGroupLocked(&g)
-}
-
 // DeleteGroup deletes a group. With snapshots left it fails unless
 // withSnapshots, which deletes them first.
 func (ns *Namespace) DeleteGroup(name string, withSnapshots bool) error {

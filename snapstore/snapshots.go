@@ -202,7 +202,8 @@ func (ns *Namespace) freezeLocked(group, label string, scheduled bool, paths []s
 	now := ns.now().UnixNano()
 	snap := &Snapshot{Seq: ns.snapNext, Group: group, Label: label, Created: now, Scheduled: scheduled}
 	var vols []blockstore.VolumeID
-	volIdx := map[uint64]int{}
+	volIdx := map[uint64]int{} // volume -> index in vols
+	memVol := make([]int, 0, len(paths))
 	for _, p := range paths {
 		n, err := ns.resolve(p)
 		if err != nil {
@@ -216,6 +217,7 @@ func (ns *Namespace) freezeLocked(group, label string, scheduled bool, paths []s
 			volIdx[n.Volume] = len(vols)
 			vols = append(vols, blockstore.VolumeID(n.Volume))
 		}
+		memVol = append(memVol, volIdx[n.Volume])
 		snap.Members = append(snap.Members, Member{Path: p, Ino: n.Ino, Size: a.Size, Mode: n.Mode, UID: n.UID, GID: n.GID,
 			Atime: n.Atime, Mtime: n.Mtime, Ctime: n.Ctime})
 	}
@@ -226,8 +228,7 @@ func (ns *Namespace) freezeLocked(group, label string, scheduled bool, paths []s
 			return err
 		}
 		for i := range snap.Members {
-			n := ns.nodes[snap.Members[i].Ino]
-			snap.Members[i].Layer = uint64(layers[volIdx[n.Volume]])
+			snap.Members[i].Layer = uint64(layers[memVol[i]])
 		}
 		d, err := snapDelta(snap)
 		if err != nil {
