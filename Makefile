@@ -12,9 +12,10 @@ LDFLAGS  := -X main.version=$(VERSION)
 DATA     ?= ./data
 # Extra flags for `go test`, e.g. TESTFLAGS='-run TestModel'.
 TESTFLAGS ?=
-# The end-to-end tests (./e2e): one User-Mode Linux guest after another,
-# about 8 minutes in all. E2EFLAGS adds flags for them alone, e.g.
-# E2EFLAGS='-run TestKernelClient/kill'.
+# The end-to-end tests (./e2e): User-Mode Linux guests, two at a time
+# (DSTORE_E2E_PARALLEL=1: one after another), 3 to 10 minutes in all
+# depending on the host. E2EFLAGS adds flags for them alone, e.g.
+# E2EFLAGS='-run TestKernelClient/all/kill'.
 E2EFLAGS ?=
 E2E_TIMEOUT ?= 30m
 # The scenarios `make test` runs: all of them (mount, ops, dd, dd-mem1G,
@@ -53,7 +54,7 @@ lint: fmt-check vet
 
 # The race detector needs cgo and a C compiler. Without them the tests still
 # run locally (with a warning); CI must have them. Then the end-to-end
-# scenarios run, one User-Mode Linux guest at a time (E2E_TEST).
+# scenarios run, two User-Mode Linux guests at a time (E2E_TEST).
 test: vet fmt-check
 	@race=-race; \
 	if [[ "$$($(GO) env CGO_ENABLED)" != 1 ]] || ! command -v "$$($(GO) env CC)" >/dev/null 2>&1; then \
