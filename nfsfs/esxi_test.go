@@ -437,12 +437,16 @@ func TestESXiClient(t *testing.T) {
 		t.Fatalf("PATHCONF name_max %d", pc.NameMax)
 	}
 
-	// 4: two exports over one connection. /snapstore is not served until
-	// the snapshot issue, so the second mount is the root export again,
-	// through the same connection.
-	if m2, err := c.mnt("/snapstore"); err != nil || m2.St != mntNoent {
-		t.Fatalf("MNT /snapstore: status %d, %v (expected NOENT until snapshots)", m2.St, err)
+	// 4: two exports over one connection: /snapstore (read-only) and the
+	// root export again.
+	ms, err := c.mnt("/snapstore")
+	if err != nil || ms.St != mntOK || len(ms.FH) > maxESXiHandle {
+		t.Fatalf("MNT /snapstore: status %d, %v", ms.St, err)
 	}
+	if a := mustAttr(t, c, ms.FH); a.Type != uint32(snapstore.TypeDir) {
+		t.Fatalf("/snapstore is not a directory: %+v", a)
+	}
+	c.create(ms.FH, "x", createGuarded, sattr3{}, [8]byte{}).want(t, "CREATE in /snapstore", nfsErrRofs)
 	m2, err := c.mnt("/")
 	if err != nil || m2.St != mntOK || !bytes.Equal(m2.FH, rootFH) {
 		t.Fatalf("second MNT /: status %d, %v", m2.St, err)

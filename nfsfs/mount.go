@@ -2,11 +2,14 @@ package nfsfs
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/dstore/dstore/snapstore"
 )
 
 // MOUNT v3 (RFC 1813 appendix I).
@@ -93,20 +96,30 @@ func (m *Mount) serve(_ context.Context, c *Call, w *XDRWriter) (AcceptStat, err
 			return AcceptSuccess, nil
 		}
 		clean := "/" + strings.Trim(path, "/")
-		switch clean {
-		case ExportRoot:
-			w.Uint32(mntOK)
-			w.Opaque(m.nfs.RootHandle())
-			w.Uint32(1)
-			w.Uint32(flavorUnix)
-		case ExportSnapstore:
-			// The snapstore namespace arrives with snapshots.
-			w.Uint32(mntNoent)
-			return AcceptSuccess, nil
+		var fh []byte
+		switch {
+		case clean == ExportRoot:
+			fh = m.nfs.RootHandle()
+		case clean == ExportSnapstore || strings.HasPrefix(clean, ExportSnapstore+"/"):
+			// /snapstore, or a directory below it (/snapstore/GROUP/ID).
+			h, err := m.nfs.snapMountHandle(strings.TrimPrefix(clean, ExportSnapstore))
+			switch {
+			case errors.Is(err, snapstore.ErrNotDir):
+				w.Uint32(mntNotdir)
+				return AcceptSuccess, nil
+			case err != nil:
+				w.Uint32(mntNoent)
+				return AcceptSuccess, nil
+			}
+			fh = h
 		default:
 			w.Uint32(mntNoent)
 			return AcceptSuccess, nil
 		}
+		w.Uint32(mntOK)
+		w.Opaque(fh)
+		w.Uint32(1)
+		w.Uint32(flavorUnix)
 		m.mu.Lock()
 		if m.mounts[host] == nil {
 			m.mounts[host] = map[string]bool{}

@@ -51,6 +51,7 @@ const (
 	nfsErrIO       nfsstat = 5
 	nfsErrAcces    nfsstat = 13
 	nfsErrExist    nfsstat = 17
+	nfsErrXdev     nfsstat = 18
 	nfsErrNotdir   nfsstat = 20
 	nfsErrIsdir    nfsstat = 21
 	nfsErrInval    nfsstat = 22
@@ -238,6 +239,9 @@ func (n *NFS) serve(ctx context.Context, c *Call, w *XDRWriter) (AcceptStat, err
 		return 0, &AuthError{Stat: AuthTooWeak}
 	}
 	q := &req{n: n, c: c, r: c.Args, w: w, cr: n.credOf(c)}
+	if c.Proc != nfsNull && isSnapHandle(c.Args.Remaining()) {
+		return q.snapServe()
+	}
 	var st nfsstat
 	switch c.Proc {
 	case nfsNull:
@@ -298,6 +302,11 @@ func (q *req) handle() (snapstore.Ino, nfsstat, bool) {
 	h, ok := decodeHandle(b)
 	if !ok || h.FSID != q.n.fsid {
 		return 0, nfsErrStale, true
+	}
+	if h.NS != nsLive {
+		// A snapstore handle where a live one belongs: the second
+		// handle of RENAME or LINK, across the two exports.
+		return 0, nfsErrXdev, true
 	}
 	a, err := q.n.ns.GetAttr(h.Ino)
 	if err != nil || a.Gen != h.Gen {
@@ -1115,15 +1124,20 @@ func (q *req) fsstat() (AcceptStat, error) {
 	q.w.Uint32(uint32(st))
 	q.postOp(ino)
 	if st == nfsOK {
-		q.w.Uint64(c.Total)
-		q.w.Uint64(c.Free)
-		q.w.Uint64(c.Avail)
-		q.w.Uint64(c.Files)
-		q.w.Uint64(c.FreeFiles)
-		q.w.Uint64(c.FreeFiles)
-		q.w.Uint32(0) // invarsec
+		q.fsstatBody(c)
 	}
 	return AcceptSuccess, nil
+}
+
+// fsstatBody writes FSSTAT's results after the attributes.
+func (q *req) fsstatBody(c blockstore.Capacity) {
+	q.w.Uint64(c.Total)
+	q.w.Uint64(c.Free)
+	q.w.Uint64(c.Avail)
+	q.w.Uint64(c.Files)
+	q.w.Uint64(c.FreeFiles)
+	q.w.Uint64(c.FreeFiles)
+	q.w.Uint32(0) // invarsec
 }
 
 func (q *req) fsinfo() (AcceptStat, error) {
@@ -1133,9 +1147,15 @@ func (q *req) fsinfo() (AcceptStat, error) {
 	}
 	q.w.Uint32(uint32(st))
 	q.postOp(ino)
-	if st != nfsOK {
-		return AcceptSuccess, nil
+	if st == nfsOK {
+		q.fsinfoBody(true)
 	}
+	return AcceptSuccess, nil
+}
+
+// fsinfoBody writes FSINFO's results after the attributes; setTime says
+// whether the export can set times (the read-only snapstore cannot).
+func (q *req) fsinfoBody(setTime bool) {
 	bs := uint32(q.n.ds.Blocks.BlockSize())
 	q.w.Uint32(maxIO) // rtmax
 	q.w.Uint32(maxIO) // rtpref
@@ -1148,8 +1168,11 @@ func (q *req) fsinfo() (AcceptStat, error) {
 	q.w.Uint32(0) // time_delta: nanoseconds
 	q.w.Uint32(1)
 	// properties: FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME
-	q.w.Uint32(0x0001 | 0x0002 | 0x0008 | 0x0010)
-	return AcceptSuccess, nil
+	props := uint32(0x0001 | 0x0002 | 0x0008)
+	if setTime {
+		props |= 0x0010
+	}
+	q.w.Uint32(props)
 }
 
 func (q *req) pathconf() (AcceptStat, error) {
@@ -1160,14 +1183,19 @@ func (q *req) pathconf() (AcceptStat, error) {
 	q.w.Uint32(uint32(st))
 	q.postOp(ino)
 	if st == nfsOK {
-		q.w.Uint32(1 << 16) // linkmax
-		q.w.Uint32(maxName)
-		q.w.Bool(true)  // no_trunc
-		q.w.Bool(true)  // chown_restricted
-		q.w.Bool(false) // case_insensitive
-		q.w.Bool(true)  // case_preserving
+		q.pathconfBody()
 	}
 	return AcceptSuccess, nil
+}
+
+// pathconfBody writes PATHCONF's results after the attributes.
+func (q *req) pathconfBody() {
+	q.w.Uint32(1 << 16) // linkmax
+	q.w.Uint32(maxName)
+	q.w.Bool(true)  // no_trunc
+	q.w.Bool(true)  // chown_restricted
+	q.w.Bool(false) // case_insensitive
+	q.w.Bool(true)  // case_preserving
 }
 
 func (q *req) commit() (AcceptStat, error) {

@@ -2470,10 +2470,11 @@ func TestMountProtocol(t *testing.T) {
 			t.Errorf("MNT %q: status %d, %v; want MNT3ERR_NOENT", p, m.St, err)
 		}
 	}
-	// /snapstore is exported but not served until the snapshot issue.
-	if m, err := c.mnt("/snapstore"); err != nil || m.St != mntNoent {
-		t.Errorf("MNT /snapstore: status %d, %v; want NOENT for now", m.St, err)
+	// /snapstore is the read-only snapstore namespace (snapnfs_test.go).
+	if m, err := c.mnt("/snapstore"); err != nil || m.St != mntOK || !bytes.Equal(m.FH, e.nfs.SnapRootHandle()) {
+		t.Errorf("MNT /snapstore: status %d, %v", m.St, err)
 	}
+	c.mntVoid(mntUmnt, nfsRef("/snapstore"))
 	ex, err := c.export()
 	if err != nil {
 		t.Fatalf("EXPORT: %v", err)
