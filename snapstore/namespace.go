@@ -93,6 +93,9 @@ type Namespace struct {
 	snapNext  uint64               // next snapshot sequence number (never reused)
 	groupNext uint64               // next group sequence number (never reused)
 	trees     map[uint64]*snapTree // snapstore trees built lately (snapview.go)
+
+	viewMu sync.Mutex
+	views  map[blockstore.LayerID]*blockstore.LayerView // open snapshot members, so sequential reads are seen as such (snapview.go)
 }
 
 // Attr is an inode's attributes as NFS reports them.

@@ -328,7 +328,7 @@ func (ns *Namespace) SnapRead(v VIno, p []byte, off int64) (n int, eof bool, err
 	if off >= int64(a.Size) {
 		return 0, true, nil
 	}
-	lv, err := ns.bs.OpenLayer(a.Layer)
+	lv, err := ns.layerView(a.Layer)
 	if err != nil {
 		return 0, false, err
 	}
@@ -355,4 +355,29 @@ func (ns *Namespace) SnapResolve(p string) (VAttr, error) {
 		}
 	}
 	return a, nil
+}
+
+// maxViews bounds the snapshot members kept open for reading.
+const maxViews = 256
+
+// layerView returns a view of a frozen layer, kept open across reads: a
+// view remembers where the last read ended, and the block store reads
+// ahead for a reader that goes on from there (a `cp` or a restore from
+// /snapstore). A view of a released layer fails its reads with
+// blockstore.ErrNotFound.
+func (ns *Namespace) layerView(id blockstore.LayerID) (*blockstore.LayerView, error) {
+	ns.viewMu.Lock()
+	defer ns.viewMu.Unlock()
+	if lv := ns.views[id]; lv != nil {
+		return lv, nil
+	}
+	lv, err := ns.bs.OpenLayer(id)
+	if err != nil {
+		return nil, err
+	}
+	if ns.views == nil || len(ns.views) >= maxViews {
+		ns.views = map[blockstore.LayerID]*blockstore.LayerView{}
+	}
+	ns.views[id] = lv
+	return lv, nil
 }
