@@ -929,14 +929,17 @@ func TestIdleTimeout(t *testing.T) {
 	env.logs.waitFor(t, "idle; closing")
 
 	// A call running longer than the timeout keeps its connection, and so
-	// does steady traffic.
+	// does steady traffic. A longer timeout here, so that a loaded machine
+	// (-race, other tests) stretching a short sleep past it cannot fail
+	// the test.
+	env = startServer(t, ServerOptions{IdleTimeout: time.Second})
 	c := env.dial(t, ClientOptions{})
 	ctx := ctx10s(t)
-	if _, err := c.Call(ctx, testProgNum, 1, procSleep, append(u32Args(600), opaqueArgs(nil)...)); err != nil {
+	if _, err := c.Call(ctx, testProgNum, 1, procSleep, append(u32Args(1500), opaqueArgs(nil)...)); err != nil {
 		t.Fatalf("long call on an otherwise idle connection: %v", err)
 	}
 	for range 10 {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 		if _, err := c.Call(ctx, testProgNum, 1, procNull, nil); err != nil {
 			t.Fatalf("steady traffic: %v", err)
 		}
