@@ -2,6 +2,7 @@ package snapstore
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -84,6 +85,11 @@ func (ns *Namespace) EditGroup(name string, edit func(*GroupSpec) error) (*Group
 	}
 	g := *old
 	g.Match, g.Schedules, g.Retention, g.Targets = spec.Match, spec.Schedules, spec.Retention, spec.Targets
+	if !slices.Equal(old.Schedules, spec.Schedules) {
+		// New schedules have no past: a restart must not report their
+		// fire times before now as missed.
+		g.Since = ns.now().UnixNano()
+	}
 	if err := ns.putGroupLocked(&g); err != nil {
 		return nil, err
 	}
