@@ -44,7 +44,7 @@ func (s *Store) destageLoop() {
 			}
 			backoff = 0
 		}
-		if err := s.mergeOne(); err != nil && !errors.Is(err, ErrClosed) {
+		if _, err := s.mergeOne(); err != nil && !errors.Is(err, ErrClosed) {
 			s.logger.Error("blockstore: layer merge failed", "err", err)
 		}
 		// Go again at once only when a batch's worth is waiting; a trickle
@@ -648,12 +648,13 @@ func mergeEntries(mb *bolt.Bucket, lineage, from, into, vis uint64) error {
 
 // mergeOne merges one frozen layer that nothing holds and that has exactly
 // one child into that child, so chains do not grow with every released
-// snapshot. The layer must have nothing pending in the log.
-func (s *Store) mergeOne() error {
+// snapshot. The layer must have nothing pending in the log. It reports
+// whether it merged one.
+func (s *Store) mergeOne() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	for id := range s.mergeable {
 		l := s.layers[id]
@@ -687,9 +688,9 @@ func (s *Store) mergeOne() error {
 		// returns: replay redoes it or finds it never happened.
 		payload := appendMetaRec(nil, effs)
 		_, err := s.appendLocked(decoded{typ: recMeta, effs: effs}, payload)
-		return err
+		return err == nil, err
 	}
-	return nil
+	return false, nil
 }
 
 // chunk table value (wire format): u64 pack | u64 offset | u32 sealed length |
