@@ -56,6 +56,9 @@ type InitOptions struct {
 
 // RemoteBasis supplies the blocks of a layer that lives elsewhere (an OX
 // manifest). The store caches what it returns as chunks of the remote layer.
+// A basis may also implement RemoteIndex (so blocks the store already holds
+// are never fetched) and RemoteBatch (several blocks per request); see
+// remote.go.
 type RemoteBasis interface {
 	// ReadBlock fills p (len = block size) with block n; hole reports an
 	// all-zero block (p is then undefined).

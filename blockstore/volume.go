@@ -2,7 +2,6 @@ package blockstore
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -130,14 +129,25 @@ func (s *Store) resolve(vs *volState, first uint64, n int) ([]blockRef, *chain, 
 		s.mu.Unlock()
 		return nil, nil, err
 	}
+	// Only the chain's layers with pending writes are probed per block, so
+	// a deep chain of destaged layers costs nothing here (4.6). vis falls
+	// with rank, so stopping at the first pending layer that cannot show
+	// b is stopping where a walk of every layer would.
+	var pendBuf [8]int
+	pend := pendBuf[:0]
+	for r, l := range c.order {
+		if len(l.pending) > 0 {
+			pend = append(pend, r)
+		}
+	}
 	for i := range refs {
 		pendRank[i] = -1
 		b := first + uint64(i)
-		for r, l := range c.order {
+		for _, r := range pend {
 			if b >= c.vis[r] {
 				break
 			}
-			if pb := l.pending[b]; pb != nil {
+			if pb := c.order[r].pending[b]; pb != nil {
 				refs[i].pb = pb
 				pendRank[i] = r
 				break
@@ -319,6 +329,8 @@ func (s *Store) readBlocks(vs *volState, first uint64, n int, seq bool) ([][]byt
 	out := make([][]byte, n)
 	var chunks []uint64
 	var at []int
+	var remote []uint64
+	var remoteAt []int
 	for i, r := range refs {
 		switch {
 		case r.hole:
@@ -342,10 +354,8 @@ func (s *Store) readBlocks(vs *volState, first uint64, n int, seq bool) ([][]byt
 				at = append(at, i)
 			}
 		case r.remote:
-			out[i], err = s.readRemote(vs, c, first+uint64(i))
-			if err != nil {
-				return nil, err
-			}
+			remote = append(remote, first+uint64(i))
+			remoteAt = append(remoteAt, i)
 		default:
 			chunks = append(chunks, r.chunk)
 			at = append(at, i)
@@ -357,6 +367,15 @@ func (s *Store) readBlocks(vs *volState, first uint64, n int, seq bool) ([][]byt
 			return nil, err
 		}
 		for j, i := range at {
+			out[i] = data[j]
+		}
+	}
+	if len(remote) > 0 {
+		data, err := s.readRemote(c, remote)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range remoteAt {
 			out[i] = data[j]
 		}
 	}
@@ -377,44 +396,6 @@ func (s *Store) chunkByFP(fp Fingerprint) (uint64, error) {
 		return nil
 	})
 	return id, err
-}
-
-// readRemote fetches a block from the chain's remote basis and keeps it as
-// a block of the remote layer, so the next read is local.
-func (s *Store) readRemote(vs *volState, c *chain, b uint64) ([]byte, error) {
-	if s.opts.Remote == nil {
-		return nil, fmt.Errorf("blockstore: layer %d has remote basis %q but no resolver is configured", c.rootID, c.remote)
-	}
-	rb, err := s.opts.Remote(c.remote)
-	if err != nil {
-		return nil, fmt.Errorf("blockstore: remote basis %q: %w", c.remote, err)
-	}
-	buf := make([]byte, s.bs)
-	hole, err := rb.ReadBlock(context.Background(), int64(b), buf)
-	if err != nil {
-		return nil, fmt.Errorf("blockstore: remote block %d of %q: %w", b, c.remote, err)
-	}
-	op := blockOp{blk: b, kind: kindHole}
-	if !hole && !isZero(buf) {
-		op.fp = s.seal.fingerprint(buf)
-		op.kind = kindData
-		op.codec, op.sealed = s.seal.seal(nil, op.fp, buf)
-	} else {
-		buf = nil
-	}
-	payload := appendBlockOp(appendBlocksHeader(nil, c.rootID, sizeKeep, 0, 1), &op)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.layers[c.rootID] == nil {
-		return buf, nil // the basis went away meanwhile; still a correct read
-	}
-	if l := s.layers[c.rootID]; l.pending[b] != nil {
-		return buf, nil // someone else fetched it first
-	}
-	if _, err := s.appendLocked(decoded{typ: recBlocks, layer: c.rootID, ops: []blockOp{op}}, payload); err != nil {
-		s.logger.Warn("blockstore: could not cache remote block", "block", b, "err", err)
-	}
-	return buf, nil
 }
 
 // readAhead warms the cache with the region after a sequential read.
