@@ -14,24 +14,45 @@
 #               (bench/snapclone)
 #   ingest      20 copies of an OS image, 5% of each copy's 4 KiB blocks
 #               rewritten: dstore over NFS vs restic and borg (bench/ingest)
+#   kernel      dstore serve vs Ganesha vs knfsd (the kernel's own server)
+#               through the real Linux NFS client, in one ../shared/uml-nfs
+#               guest with its own ext4 disk (bench/guest.sh): dd 512 MiB
+#               conv=fsync, dd read after drop_caches, fio 4 KiB randwrite and
+#               randread at iodepth 16 with --direct=1 (10 s each)
 # QUICK=1 runs 1 s per NFS case, 128 MiB files, snapshots at 64 and 256 MiB,
-# and ingests 2 copies once. DUR, SIZE, RUNS, SNAPSIZES, COPIES and
-# INGEST_RUNS override. SECTIONS="nfs durability" picks some. Raw results land in
-# bench/out/<time>/results.jsonl (gitignored); DOCS=0 leaves docs/ alone.
+# ingests 2 copies once, and in the guest measures dstore and Ganesha once
+# with 32 MiB dd and 2 s of fio. DUR, SIZE, RUNS, SNAPSIZES, COPIES,
+# INGEST_RUNS, KERNEL_SIZE (MiB), KERNEL_DUR (s), KERNEL_RUNS and
+# KERNEL_SERVERS ("dstore ganesha knfsd") override. SECTIONS="nfs durability"
+# picks some. Raw results land in bench/out/<time>/results.jsonl
+# (gitignored); DOCS=0 leaves docs/ alone.
 #
 # Needs root (unshare, Ganesha), nfs-ganesha + nfs-ganesha-vfs, rpcbind,
 # fio, qemu-utils, restic, borgbackup (the script names what is missing),
-# and the OS image from bench/mkosimage.sh for the ingest section. It uses no
-# network: dstore, Ganesha and rpcbind run in private network, mount and PID
-# namespaces whose only interface is loopback, and every process it starts
-# ends with it (a trap, and the PID namespace as a backstop).
+# the OS image from bench/mkosimage.sh for the ingest section, and for the
+# kernel section user-mode-linux and ../shared/uml-nfs; knfsd's daemons come
+# from Debian's nfs-kernel-server, fetched once with `apt-get download` and
+# unpacked (dpkg -x) into .cache/knfsd, never installed on this machine (the
+# section goes without knfsd when that fails). It uses no network: dstore,
+# Ganesha and rpcbind run in private network, mount and PID namespaces whose
+# only interface is loopback, as does the guest (which has a loopback of its
+# own and nothing else), and every process it starts ends with it (a trap,
+# and the PID namespace as a backstop).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=${QUICK:-}
 [[ $QUICK == 0 ]] && QUICK=
 RUNS=${RUNS:-3}
-SECTIONS=${SECTIONS:-nfs durability snapshot ingest}
+SECTIONS=${SECTIONS:-nfs durability snapshot ingest kernel}
+UMLNFS=${UMLNFS:-$repo/../shared/uml-nfs}
+KNFSD_DIR=$repo/.cache/knfsd # nfs-kernel-server, unpacked
+if [[ -n $QUICK ]]; then
+	KERNEL_SERVERS=${KERNEL_SERVERS:-dstore ganesha}
+else
+	KERNEL_SERVERS=${KERNEL_SERVERS:-dstore ganesha knfsd}
+fi
+export KERNEL_SERVERS
 DOCS=${DOCS:-1}
 
 log() { echo "bench: $(date +%T) $*" >&2; }
@@ -44,8 +65,30 @@ if [[ -z ${DSTORE_BENCH_INNER:-} ]]; then
 		command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 	done
 	[[ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so || -n $(find /usr/lib -name libfsalvfs.so 2>/dev/null | head -1) ]] || missing+=(nfs-ganesha-vfs)
+	if [[ " $SECTIONS " == *" kernel "* ]]; then
+		[[ -x $UMLNFS/run ]] || die "the kernel section needs ../shared/uml-nfs (looked in $UMLNFS; set UMLNFS)"
+		for t in linux.uml insmod mkfs.ext4; do
+			command -v "$t" >/dev/null 2>&1 || missing+=("$t (user-mode-linux kmod e2fsprogs)")
+		done
+	fi
 	if ((${#missing[@]})); then
 		die "missing: ${missing[*]} (apt-get install -y nfs-ganesha nfs-ganesha-vfs rpcbind fio qemu-utils restic borgbackup)"
+	fi
+	# knfsd for the kernel section: nfs-kernel-server's rpc.nfsd, rpc.mountd
+	# and exportfs, unpacked once (here, where the network is still there).
+	if [[ " $SECTIONS " == *" kernel "* && " $KERNEL_SERVERS " == *" knfsd "* &&
+		! -x $KNFSD_DIR/usr/sbin/rpc.nfsd ]]; then
+		log "fetching nfs-kernel-server into $KNFSD_DIR (unpacked, not installed)"
+		dl=$(mktemp -d)
+		if (cd "$dl" && { apt-get download -q nfs-kernel-server || { apt-get update -qq && apt-get download -q nfs-kernel-server; }; }) >&2 2>&1 &&
+			rm -rf "$KNFSD_DIR" && mkdir -p "$KNFSD_DIR" && dpkg -x "$dl"/nfs-kernel-server_*.deb "$KNFSD_DIR" &&
+			dpkg-deb -f "$dl"/nfs-kernel-server_*.deb Version >"$KNFSD_DIR/VERSION"; then
+			log "knfsd: nfs-kernel-server $(cat "$KNFSD_DIR/VERSION")"
+		else
+			log "knfsd: could not fetch nfs-kernel-server; the kernel section goes without knfsd"
+			rm -rf "$KNFSD_DIR"
+		fi
+		rm -rf "$dl"
 	fi
 	stamp=$(date +%Y%m%d-%H%M%S)
 	out=$repo/bench/out/$stamp
@@ -85,9 +128,15 @@ mount -t tmpfs tmpfs /run      # rpcbind's socket and lock, private to this run
 if [[ -n $QUICK ]]; then
 	DUR=${DUR:-1s} SIZE=${SIZE:-128M} SNAPSIZES=${SNAPSIZES:-64M,256M}
 	COPIES=${COPIES:-2} INGEST_RUNS=${INGEST_RUNS:-1}
+	KERNEL_SIZE=${KERNEL_SIZE:-32} KERNEL_DUR=${KERNEL_DUR:-2} KERNEL_RUNS=${KERNEL_RUNS:-1}
 else
 	DUR=${DUR:-10s} SIZE=${SIZE:-1G} SNAPSIZES=${SNAPSIZES:-64M,1G,8G}
 	COPIES=${COPIES:-20} INGEST_RUNS=${INGEST_RUNS:-$RUNS}
+	KERNEL_SIZE=${KERNEL_SIZE:-512} KERNEL_DUR=${KERNEL_DUR:-10} KERNEL_RUNS=${KERNEL_RUNS:-$RUNS}
+fi
+KERNEL_SIZE=${KERNEL_SIZE%M} KERNEL_DUR=${KERNEL_DUR%s}
+if [[ " $KERNEL_SERVERS " == *" knfsd "* && ! -x $KNFSD_DIR/usr/sbin/rpc.nfsd ]]; then
+	KERNEL_SERVERS=$(for s in $KERNEL_SERVERS; do [[ $s == knfsd ]] || echo "$s"; done | xargs)
 fi
 
 pids=()
@@ -132,7 +181,9 @@ cat >"$out/machine.json" <<EOF
  "quick":$([[ -n $QUICK ]] && echo true || echo false),"runs":$RUNS,"duration":"$DUR","size":"$SIZE",
  "ganesha":"$(dpkg-query -W -f '${Version}' nfs-ganesha 2>/dev/null || echo '?')",
  "fio":"$(fio --version)","restic":"$(restic version | awk '{print $2}')",
- "borg":"$(borg --version | awk '{print $2}')","qemu_img":"$(qemu-img --version | head -1 | awk '{print $3}')"}
+ "borg":"$(borg --version | awk '{print $2}')","qemu_img":"$(qemu-img --version | head -1 | awk '{print $3}')",
+ "uml":"$(dpkg-query -W -f '${Version}' user-mode-linux 2>/dev/null || true)",
+ "knfsd":"$(if [[ " $SECTIONS " == *" kernel "* && " $KERNEL_SERVERS " == *" knfsd "* ]]; then cat "$KNFSD_DIR/VERSION"; fi)"}
 EOF
 
 DS_PORT=2049 G_PORT=20492 G_MNT=20493
@@ -231,13 +282,35 @@ section_ingest() {
 	rm -rf "$work/ingest"
 }
 
+section_kernel() {
+	local servers=$KERNEL_SERVERS size=$KERNEL_SIZE dur=$KERNEL_DUR runs=$KERNEL_RUNS n
+	n=$(wc -w <<<"$servers")
+	# The guest's disk holds one server's data at a time (with room for
+	# what a server keeps of overwritten data); its memory the random data
+	# dd writes (in a tmpfs) besides the page cache; its time limit only
+	# catches a hang.
+	local disk=$((size * 4 + 1024))M mem=$((size * 2 + 1024))M limit=$((120 + n * (60 + runs * (2 * dur + 30 + size / 4))))
+	local kout=$out/kernel.jsonl logs=$out/kernel-logs rc=0 line re
+	mkdir -p "$logs"
+	log "kernel: $servers through the Linux NFS client in a UML guest (dd $size MiB, fio $dur s, $runs run(s))"
+	(cd "$repo" && "$UMLNFS/run" -d "$disk" -m "$mem" -t "$limit" bench/guest.sh \
+		dstore="$bin/dstore" out="$kout" logs="$logs" size="$size" dur="$dur" runs="$runs" \
+		servers="$servers" ganesha_conf="$repo/bench/ganesha.conf" knfsd="$KNFSD_DIR") >&2 || rc=$?
+	re='^\{"server":"([a-z]+)","case":"([^"]+)","run":([0-9]+),"result":(.*)\}$'
+	while IFS= read -r line; do
+		[[ $line =~ $re ]] || die "kernel: a line of $kout is not a result: ${line:0:200}"
+		record kernel "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[3]}" "${BASH_REMATCH[4]}"
+	done <"$kout"
+	((rc == 0)) || die "kernel: the guest failed ($rc; 124: it ran past ${limit}s); logs in $logs"
+}
+
 for s in $SECTIONS; do
 	case $s in
 	nfs | durability)
 		[[ -n ${started:-} ]] || { start_servers; started=1; }
 		"section_$s"
 		;;
-	snapshot | ingest) "section_$s" ;;
+	snapshot | ingest | kernel) "section_$s" ;;
 	*) die "unknown section $s" ;;
 	esac
 done

@@ -46,6 +46,10 @@ type machine struct {
 	Restic    string `json:"restic"`
 	Borg      string `json:"borg"`
 	QemuImg   string `json:"qemu_img"`
+	// The kernel section: the User-Mode Linux kernel of the guest, and the
+	// nfs-kernel-server whose daemons ran knfsd there ("" when it did not).
+	UML   string `json:"uml"`
+	Knfsd string `json:"knfsd"`
 }
 
 // metrics are the figures of one measurement, by name; each tool's result
@@ -65,11 +69,22 @@ type nfsResult struct {
 // fioResult is the part of fio's JSON output the report uses.
 type fioResult struct {
 	Jobs []struct {
-		Write struct {
-			IOPS    float64 `json:"iops"`
-			BWBytes float64 `json:"bw_bytes"`
-		} `json:"write"`
+		Read  fioDir `json:"read"`
+		Write fioDir `json:"write"`
 	} `json:"jobs"`
+}
+
+type fioDir struct {
+	IOPS    float64 `json:"iops"`
+	BWBytes float64 `json:"bw_bytes"`
+}
+
+// isFio says whether a result is fio's JSON output.
+func isFio(raw json.RawMessage) bool {
+	var probe struct {
+		Jobs json.RawMessage `json:"jobs"`
+	}
+	return json.Unmarshal(raw, &probe) == nil && probe.Jobs != nil
 }
 
 func parse(r record) (metrics, error) {
@@ -84,6 +99,17 @@ func parse(r record) (metrics, error) {
 		}
 		w := f.Jobs[0].Write
 		return metrics{"iops": w.IOPS, "mb_per_s": w.BWBytes / 1e6}, nil
+	case r.Section == "kernel" && isFio(r.Result):
+		// fio through the kernel client: one job, reading or writing.
+		var f fioResult
+		if err := json.Unmarshal(r.Result, &f); err != nil {
+			return nil, err
+		}
+		if len(f.Jobs) == 0 {
+			return nil, errors.New("fio result with no jobs")
+		}
+		j := f.Jobs[0]
+		return metrics{"iops": j.Read.IOPS + j.Write.IOPS, "mb_per_s": (j.Read.BWBytes + j.Write.BWBytes) / 1e6}, nil
 	case r.Section == "nfs" || r.Section == "durability":
 		var n nfsResult
 		if err := json.Unmarshal(r.Result, &n); err != nil {
@@ -93,7 +119,7 @@ func parse(r record) (metrics, error) {
 			return nil, fmt.Errorf("%d errors", n.Errors)
 		}
 		return metrics{"mb_per_s": n.MBPerS, "iops": n.IOPS, "p50_us": n.P50Us, "p99_us": n.P99Us, "p999_us": n.P999Us}, nil
-	default: // snapshot, ingest: flat objects of numbers
+	default: // snapshot, ingest, kernel's dd: flat objects of numbers
 		var m map[string]any
 		if err := json.Unmarshal(r.Result, &m); err != nil {
 			return nil, err

@@ -126,11 +126,18 @@ func (r *report) write() (string, error) {
 	r.p("| kernel | %s |", m.Kernel)
 	r.p("| disk (dstore's data, Ganesha's export, fio's file, the repositories) | %s |", m.Disk)
 	r.p("| peers | NFS-Ganesha %s (FSAL_VFS), fio %s, restic %s, borg %s, qemu-img %s |", m.Ganesha, m.Fio, m.Restic, m.Borg, m.QemuImg)
+	if len(r.t.cases["kernel"]) > 0 {
+		knfsd := "not run"
+		if m.Knfsd != "" {
+			knfsd = "nfs-kernel-server " + m.Knfsd
+		}
+		r.p("| kernel client guest | User-Mode Linux %s (../shared/uml-nfs), knfsd: %s |", m.UML, knfsd)
+	}
 	r.p("")
 	for _, s := range []struct {
 		name string
 		fn   func() error
-	}{{"nfs", r.nfs}, {"durability", r.durability}, {"snapshot", r.snapshot}, {"ingest", r.ingest}} {
+	}{{"nfs", r.nfs}, {"kernel", r.kernel}, {"durability", r.durability}, {"snapshot", r.snapshot}, {"ingest", r.ingest}} {
 		if len(r.t.cases[s.name]) == 0 {
 			continue
 		}
@@ -140,13 +147,14 @@ func (r *report) write() (string, error) {
 	}
 	r.p("## Not measured yet")
 	r.p("")
-	for _, s := range []string{"nfs", "durability", "snapshot", "ingest"} {
+	for _, s := range []string{"nfs", "kernel", "durability", "snapshot", "ingest"} {
 		if len(r.t.cases[s]) == 0 {
 			r.p("- The %s section: not part of this run.", s)
 		}
 	}
-	r.p("- Both servers through the real Linux kernel client in one ../shared/uml-nfs guest (dd 512 MiB with")
-	r.p("  conv=fsync, read after drop_caches, fio 4 KiB random at iodepth 16), and knfsd as the limit to approach.")
+	if len(r.t.cases["kernel"]) > 0 && !r.has("kernel", "knfsd") {
+		r.p("- knfsd, the kernel's own NFS server, in the kernel section: not part of this run.")
+	}
 	r.p("- With the OX issue: export to S3 vs restic to the same versitygw, and time to first read of an S3 clone.")
 	return r.b.String(), nil
 }
@@ -221,6 +229,73 @@ func (r *report) nfs() error {
 	}
 	r.p("")
 	return r.chart("nfs", "NFS over loopback: dstore vs NFS-Ganesha (medians; longer is better)", groups)
+}
+
+// has says whether a server has any result in a section.
+func (r *report) has(section, server string) bool {
+	for k, runs := range r.t.runs {
+		if k.section == section && k.server == server && len(runs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *report) kernel() error {
+	t := r.t
+	knfsd := r.has("kernel", "knfsd")
+	r.p("## NFS through the Linux kernel client")
+	r.p("")
+	r.p("The same servers through the real Linux NFSv3 client (`vers=3,tcp,nolock`, the default rsize and")
+	r.p("wsize), in one User-Mode Linux guest (../shared/uml-nfs, one emulated CPU, bench/guest.sh): the")
+	r.p("server runs in the guest on its loopback with its data on the guest's own ext4 disk, and one")
+	r.p("server at a time is mounted and measured. `dd-write` is `dd bs=1M conv=fsync` of fresh random")
+	r.p("data (the fsync counted in the time); `dd-read` reads that file back with `bs=1M` after")
+	r.p("`drop_caches`; the fio cases are 4 KiB `randwrite` then `randread` on that file, libaio,")
+	r.p("`--iodepth=16 --direct=1 --refill_buffers`, for a fixed time. Caches are dropped before each")
+	r.p("case. Inside the guest every system call is emulated, so absolute figures are far below the")
+	r.p("host's; compare the servers with each other.")
+	if knfsd {
+		r.p("knfsd is the kernel's own server (Debian's nfs-kernel-server daemons over the guest kernel's")
+		r.p("nfsd module, exporting with `sync`), the limit to approach. It serves from inside the kernel")
+		r.p("and makes no system calls, while in the guest every system call of a user-space server is")
+		r.p("emulated and costly, so the gap to it is wider here than it would be on real hardware.")
+	}
+	r.p("%s", r.runsOf("kernel"))
+	r.p("")
+	if knfsd {
+		r.p("| case | dstore | Ganesha | knfsd | dstore/Ganesha | goal (issue 4) | dstore/knfsd |")
+		r.p("|---|---:|---:|---:|---:|---|---:|")
+	} else {
+		r.p("| case | dstore | Ganesha | dstore/Ganesha | goal (issue 4) |")
+		r.p("|---|---:|---:|---:|---|")
+	}
+	var groups []group
+	for _, c := range t.cases["kernel"] {
+		metric, unit := "iops", "IOPS"
+		goalRatio := 1.5
+		if strings.HasPrefix(c, "dd-") {
+			metric, unit, goalRatio = "mb_per_s", "MB/s", 1.2
+		}
+		d, _ := t.median(key{"kernel", "dstore", c}, metric)
+		g, _ := t.median(key{"kernel", "ganesha", c}, metric)
+		k, _ := t.median(key{"kernel", "knfsd", c}, metric)
+		rg := ratio(d, g)
+		bars := []bar{
+			{series: "dstore", value: d, text: num(d)},
+			{series: "Ganesha", value: g, text: num(g)},
+		}
+		if knfsd {
+			r.p("| %s | %s %s | %s %s | %s %s | %s | %s | %s |", c, num(d), unit, num(g), unit, num(k), unit,
+				ratioStr(rg), goalAtLeast(rg, goalRatio), ratioStr(ratio(d, k)))
+			bars = append(bars, bar{series: "knfsd", value: k, text: num(k)})
+		} else {
+			r.p("| %s | %s %s | %s %s | %s | %s |", c, num(d), unit, num(g), unit, ratioStr(rg), goalAtLeast(rg, goalRatio))
+		}
+		groups = append(groups, group{label: c + " (" + unit + ")", bars: bars})
+	}
+	r.p("")
+	return r.chart("kernel", "Through the Linux kernel NFS client, in a UML guest (medians; longer is better)", groups)
 }
 
 func (r *report) durability() error {

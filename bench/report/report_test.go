@@ -53,13 +53,19 @@ func TestReport(t *testing.T) {
 		`{"section":"nfs","server":"ganesha","case":"randread-4K-qd16","run":1,"result":{"iops":1000,"mb_per_s":4,"p50_us":90,"p99_us":180,"p999_us":250,"errors":0}}`,
 		`{"section":"durability","server":"fio","case":"qd1","run":1,"result":{"jobs":[{"write":{"iops":500,"bw_bytes":2048000}}]}}`,
 		`{"section":"durability","server":"dstore","case":"qd1","run":1,"result":{"iops":250,"errors":0}}`,
+		`{"section":"kernel","server":"dstore","case":"dd-write-512M","run":1,"result":{"bytes":536870912,"seconds":2,"mb_per_s":268.4}}`,
+		`{"section":"kernel","server":"ganesha","case":"dd-write-512M","run":1,"result":{"bytes":536870912,"seconds":4,"mb_per_s":134.2}}`,
+		`{"section":"kernel","server":"knfsd","case":"dd-write-512M","run":1,"result":{"bytes":536870912,"seconds":1,"mb_per_s":536.9}}`,
+		`{"section":"kernel","server":"dstore","case":"fio-randread-4K-qd16","run":1,"result":{"fio version":"fio-3.33","jobs":[{"read":{"iops":900,"bw_bytes":3686400},"write":{"iops":0,"bw_bytes":0}}]}}`,
+		`{"section":"kernel","server":"ganesha","case":"fio-randread-4K-qd16","run":1,"result":{"fio version":"fio-3.33","jobs":[{"read":{"iops":1000,"bw_bytes":4096000},"write":{"iops":0,"bw_bytes":0}}]}}`,
+		`{"section":"kernel","server":"knfsd","case":"fio-randread-4K-qd16","run":1,"result":{"fio version":"fio-3.33","jobs":[{"read":{"iops":4500,"bw_bytes":18432000},"write":{"iops":0,"bw_bytes":0}}]}}`,
 		`{"section":"snapshot","server":"freeze","case":"64 MiB","run":1,"result":{"latency_us":1500}}`,
 		`{"section":"snapshot","server":"qemu-img","case":"64 MiB","run":1,"result":{"latency_us":15000}}`,
 	}, "\n")
 	in := filepath.Join(dir, "results.jsonl")
 	mach := filepath.Join(dir, "machine.json")
 	os.WriteFile(in, []byte(results), 0o644)
-	os.WriteFile(mach, []byte(`{"cpu":"Test CPU","cores":2,"memory_kib":1048576,"kernel":"Linux 6","disk":"/dev/x","runs":3}`), 0o644)
+	os.WriteFile(mach, []byte(`{"cpu":"Test CPU","cores":2,"memory_kib":1048576,"kernel":"Linux 6","disk":"/dev/x","runs":3,"uml":"6.1um4","knfsd":"1:2.6.2"}`), 0o644)
 	md := filepath.Join(dir, "docs", "BENCHMARKS.md")
 	os.MkdirAll(filepath.Dir(md), 0o755)
 	if err := run(in, mach, md, filepath.Join(dir, "docs", "benchmarks")); err != nil {
@@ -75,12 +81,19 @@ func TestReport(t *testing.T) {
 		"Test CPU", "1.00 GiB",
 		"](benchmarks/nfs.svg)",
 		"The ingest section: not part of this run.",
+		"| dd-write-512M | 268 MB/s | 134 MB/s | 537 MB/s | 2.00× | ≥ 1.2×: **met** | 0.50× |",
+		"| fio-randread-4K-qd16 | 900 IOPS | 1000 IOPS | 4500 IOPS | 0.90× | ≥ 1.5×: not met, 1.7× short | 0.20× |",
+		"](benchmarks/kernel.svg)",
+		"User-Mode Linux 6.1um4 (../shared/uml-nfs), knfsd: nfs-kernel-server 1:2.6.2",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the report lacks %q:\n%s", want, text)
 		}
 	}
-	for _, name := range []string{"nfs", "durability", "snapshot"} {
+	if strings.Contains(text, "knfsd, the kernel's own NFS server, in the kernel section: not part") {
+		t.Error("the report says knfsd was not run, though it was")
+	}
+	for _, name := range []string{"nfs", "kernel", "durability", "snapshot"} {
 		svg, err := os.ReadFile(filepath.Join(dir, "docs", "benchmarks", name+".svg"))
 		if err != nil {
 			t.Fatal(err)
@@ -94,6 +107,25 @@ func TestReport(t *testing.T) {
 				}
 				break
 			}
+		}
+	}
+
+	// A kernel section without knfsd: no knfsd column, and it says so.
+	os.WriteFile(in, []byte(strings.Join([]string{
+		`{"section":"kernel","server":"dstore","case":"dd-read-32M","run":1,"result":{"bytes":33554432,"seconds":0.5,"mb_per_s":67.1}}`,
+		`{"section":"kernel","server":"ganesha","case":"dd-read-32M","run":1,"result":{"bytes":33554432,"seconds":0.25,"mb_per_s":134.2}}`,
+	}, "\n")), 0o644)
+	if err := run(in, mach, md, filepath.Join(dir, "docs", "benchmarks")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(md)
+	for _, want := range []string{
+		"| dd-read-32M | 67.1 MB/s | 134 MB/s | 0.50× | ≥ 1.2×: not met, 2.4× short |",
+		"knfsd, the kernel's own NFS server, in the kernel section: not part of this run.",
+		"The nfs section: not part of this run.",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the report lacks %q:\n%s", want, b)
 		}
 	}
 
