@@ -1,11 +1,22 @@
-// Command snapclone measures the latency of a snapshot and a clone in the
-// block store, next to `qemu-img create -b`, for bench/run.sh. dstore has
-// no snapshot command yet, so it calls the primitives underneath in
-// process: for each size, a new datastore and a volume; each run overwrites
-// the whole volume with unique data and syncs it, then times Store.Freeze
-// of the volume and Store.Clone of the layer it froze. qemu-img gets a raw
-// image holding the same bytes and, each run, `qemu-img create -f qcow2 -b
-// base.raw -F raw`, timed as a command.
+// Command snapclone measures the latency of a snapshot and a clone, next to
+// `qemu-img create -b`, for bench/run.sh, in process, at two levels:
+//
+//   - the block store primitives (servers "freeze" and "clone"): for each
+//     size, a new datastore and a volume; each run overwrites the whole
+//     volume with unique data and syncs it, then times Store.Freeze of the
+//     volume and Store.Clone of the layer it froze;
+//   - the user-visible operations (servers "snapstore-snapshot" and
+//     "snapstore-clone"): a new datastore with a file in a protection
+//     group; each run overwrites the whole file through the namespace and
+//     commits it, then times Namespace.CreateSnapshot of the group (what
+//     `dstore snapshot create` does) and Namespace.Clone of the member
+//     into a new file (`dstore clone ID:PATH NEWPATH`). The previous run's
+//     snapshot and clone are deleted and the store settled (merges and
+//     destage done) before the next run writes, so the disk holds about
+//     two copies of the data at most.
+//
+// qemu-img gets a raw image holding the same bytes and, each run,
+// `qemu-img create -f qcow2 -b base.raw -F raw`, timed as a command.
 //
 // Output: one results.jsonl line per measurement (see bench/report).
 //
@@ -28,6 +39,7 @@ import (
 
 	"github.com/dstore/dstore/bench/nfsload"
 	"github.com/dstore/dstore/blockstore"
+	"github.com/dstore/dstore/snapstore"
 )
 
 func main() {
@@ -135,6 +147,15 @@ func one(dir string, size int64, runs int, w io.Writer) error {
 	if err := dstore(dir, size, runs, w); err != nil {
 		return err
 	}
+	if err := os.RemoveAll(filepath.Join(dir, "dstore")); err != nil {
+		return err
+	}
+	if err := snapshots(dir, size, runs, w); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "snapstore")); err != nil {
+		return err
+	}
 	return qemu(dir, size, runs, w)
 }
 
@@ -200,6 +221,86 @@ func dstore(dir string, size int64, runs int, w io.Writer) (err error) {
 		if err := s.DeleteVolume(c.ID()); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// snapshots measures snapstore's CreateSnapshot and Clone in a new
+// datastore under dir.
+func snapshots(dir string, size int64, runs int, w io.Writer) (err error) {
+	cas := label(size)
+	ddir := filepath.Join(dir, "snapstore")
+	if err := blockstore.Init(ddir, blockstore.InitOptions{}); err != nil {
+		return err
+	}
+	ds, err := snapstore.Open(ddir, blockstore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := ds.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	ns := ds.NS
+	a, _, err := ns.Create(snapstore.RootIno, "disk", snapstore.Unchecked, [8]byte{}, snapstore.NewAttr{Mode: 0o644})
+	if err != nil {
+		return err
+	}
+	if _, err := ns.CreateGroup("bench", snapstore.GroupSpec{Match: []string{"disk"}}); err != nil {
+		return err
+	}
+	var prev *snapstore.Snapshot
+	for r := 1; r <= runs; r++ {
+		if prev != nil {
+			if err := ns.Remove(snapstore.RootIno, fmt.Sprintf("clone%d", r-1)); err != nil {
+				return err
+			}
+			if err := ns.DeleteSnapshot(prev.Seq); err != nil {
+				return err
+			}
+		}
+		if err := fill(size, uint64(r), func(p []byte, off int64) error {
+			_, err := ns.Write(a.Ino, p, off, false)
+			return err
+		}); err != nil {
+			return err
+		}
+		if err := ns.Commit(a.Ino); err != nil {
+			return err
+		}
+		// Destage and merge now, so no background work from the previous
+		// run overlaps the measurement.
+		if err := ds.Blocks.Settle(); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		snap, err := ns.CreateSnapshot("bench", fmt.Sprintf("run %d", r), false)
+		d := time.Since(t0)
+		if err != nil {
+			return fmt.Errorf("CreateSnapshot: %w", err)
+		}
+		if err := emit(w, "snapstore-snapshot", cas, r, d); err != nil {
+			return err
+		}
+		name := fmt.Sprintf("clone%d", r)
+		t0 = time.Now()
+		c, err := ns.Clone(snap.Seq, "disk", name)
+		d = time.Since(t0)
+		if err != nil {
+			return fmt.Errorf("Clone: %w", err)
+		}
+		if err := emit(w, "snapstore-clone", cas, r, d); err != nil {
+			return err
+		}
+		got := make([]byte, nfsload.Unit)
+		if _, _, err := ns.Read(c.Ino, got, size-nfsload.Unit); err != nil {
+			return fmt.Errorf("reading the clone: %w", err)
+		}
+		if err := nfsload.NewPattern(1).Check(got, uint64(size-nfsload.Unit)); err != nil {
+			return fmt.Errorf("the clone: %w", err)
+		}
+		prev = snap
 	}
 	return nil
 }
