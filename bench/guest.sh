@@ -137,6 +137,7 @@ fio_run() {
 
 # measure SERVER: the runs against the server mounted at $MNT.
 measure() {
+	log "$1 mounted: $(awk -v m="$MNT" '$2 == m { print $4 }' /proc/mounts)"
 	for run in $(seq "$RUNS"); do
 		# Fresh data each run, so that rewriting a file with what it already
 		# holds is never what is measured.

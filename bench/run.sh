@@ -5,7 +5,8 @@
 #   bench/run.sh            # or: make bench
 #   QUICK=1 bench/run.sh    # short runs and small sizes, under 3 minutes
 #
-# Sections (each case RUNS times, 3 by default; the report takes medians):
+# Sections (each case RUNS times, 3 by default, 1 with QUICK=1; the report
+# takes medians):
 #   nfs         dstore serve vs NFS-Ganesha 4.3 (bench/ganesha.conf) through
 #               `dstore bench nfs`
 #   durability  4 KiB FILE_SYNC writes at 1, 16 and 64 outstanding (both
@@ -19,9 +20,10 @@
 #               guest with its own ext4 disk (bench/guest.sh): dd 512 MiB
 #               conv=fsync, dd read after drop_caches, fio 4 KiB randwrite and
 #               randread at iodepth 16 with --direct=1 (10 s each)
-# QUICK=1 runs 1 s per NFS case, 128 MiB files, snapshots at 64 and 256 MiB,
-# ingests 2 copies once, and in the guest measures dstore and Ganesha once
-# with 32 MiB dd and 2 s of fio. DUR, SIZE, RUNS, SNAPSIZES, COPIES,
+# QUICK=1 runs every case once (RUNS=1: a smoke test; the kernel section made
+# three runs too long for 3 minutes), 1 s per NFS case, 128 MiB files,
+# snapshots at 64 and 256 MiB, 2 copies to ingest, and in the guest 32 MiB
+# dd and 2 s of fio. DUR, SIZE, RUNS, SNAPSIZES, COPIES,
 # INGEST_RUNS, KERNEL_SIZE (MiB), KERNEL_DUR (s), KERNEL_RUNS and
 # KERNEL_SERVERS ("dstore ganesha knfsd") override. SECTIONS="nfs durability"
 # picks some. Raw results land in bench/out/<time>/results.jsonl
@@ -33,25 +35,21 @@
 # kernel section user-mode-linux and ../shared/uml-nfs; knfsd's daemons come
 # from Debian's nfs-kernel-server, fetched once with `apt-get download` and
 # unpacked (dpkg -x) into .cache/knfsd, never installed on this machine (the
-# section goes without knfsd when that fails). It uses no network: dstore,
-# Ganesha and rpcbind run in private network, mount and PID namespaces whose
-# only interface is loopback, as does the guest (which has a loopback of its
-# own and nothing else), and every process it starts ends with it (a trap,
-# and the PID namespace as a backstop).
+# section goes without knfsd when that fails). Beyond that one fetch it
+# uses no network: dstore, Ganesha and rpcbind run in private network, mount
+# and PID namespaces whose only interface is loopback, as does the guest
+# (which has a loopback of its own and nothing else), and every process it
+# starts ends with it (a trap, and the PID namespace as a backstop).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=${QUICK:-}
 [[ $QUICK == 0 ]] && QUICK=
-RUNS=${RUNS:-3}
+if [[ -n $QUICK ]]; then RUNS=${RUNS:-1}; else RUNS=${RUNS:-3}; fi
 SECTIONS=${SECTIONS:-nfs durability snapshot ingest kernel}
 UMLNFS=${UMLNFS:-$repo/../shared/uml-nfs}
 KNFSD_DIR=$repo/.cache/knfsd # nfs-kernel-server, unpacked
-if [[ -n $QUICK ]]; then
-	KERNEL_SERVERS=${KERNEL_SERVERS:-dstore ganesha}
-else
-	KERNEL_SERVERS=${KERNEL_SERVERS:-dstore ganesha knfsd}
-fi
+KERNEL_SERVERS=${KERNEL_SERVERS:-dstore ganesha knfsd}
 export KERNEL_SERVERS
 DOCS=${DOCS:-1}
 
@@ -128,7 +126,7 @@ mount -t tmpfs tmpfs /run      # rpcbind's socket and lock, private to this run
 if [[ -n $QUICK ]]; then
 	DUR=${DUR:-1s} SIZE=${SIZE:-128M} SNAPSIZES=${SNAPSIZES:-64M,256M}
 	COPIES=${COPIES:-2} INGEST_RUNS=${INGEST_RUNS:-1}
-	KERNEL_SIZE=${KERNEL_SIZE:-32} KERNEL_DUR=${KERNEL_DUR:-2} KERNEL_RUNS=${KERNEL_RUNS:-1}
+	KERNEL_SIZE=${KERNEL_SIZE:-32} KERNEL_DUR=${KERNEL_DUR:-2} KERNEL_RUNS=${KERNEL_RUNS:-$RUNS}
 else
 	DUR=${DUR:-10s} SIZE=${SIZE:-1G} SNAPSIZES=${SNAPSIZES:-64M,1G,8G}
 	COPIES=${COPIES:-20} INGEST_RUNS=${INGEST_RUNS:-$RUNS}

@@ -110,7 +110,11 @@ func (r *report) write() (string, error) {
 	}
 	r.p("Written by `make bench` (bench/run.sh, then bench/report) on %s from `%s`, a %s: every", m.Date, m.Version, mode)
 	r.p("figure below comes from that one run on one machine, side by side with its peer. Do not edit by")
-	r.p("hand; run `make bench` again. Each case ran %d times unless its section says otherwise (%s per", m.Runs, m.Duration)
+	times := fmt.Sprintf("%d times", m.Runs)
+	if m.Runs == 1 {
+		times = "once"
+	}
+	r.p("hand; run `make bench` again. Each case ran %s unless its section says otherwise (%s per", times, m.Duration)
 	r.p("timed NFS run, %s test files); the tables give medians, and ratios are dstore over its peer, from", m.Size)
 	r.p("medians of the same run.")
 	r.p("The machine is shared and small, so absolute figures are noisy; ratios within one run are what to")
