@@ -96,7 +96,7 @@ func auditArgs(raw []byte) json.RawMessage {
 
 // detail summarizes what an operation made or deleted, for the audit log.
 func detail(res any, err error) string {
-	if err != nil && res == nil {
+	if err != nil {
 		return ""
 	}
 	switch r := res.(type) {

@@ -75,7 +75,11 @@ func (s *Service) fire(group string, at time.Time) error {
 		}
 	}
 	args, _ := json.Marshal(fireArgs{Group: group, At: at.UTC()})
-	if aerr := s.record("schedule.run", args, "scheduler", Peer{}, err, detail(res, err)); aerr != nil {
+	note := detail(res, nil)
+	if res.ID == "" {
+		note = ""
+	}
+	if aerr := s.record("schedule.run", args, "scheduler", Peer{}, err, note); aerr != nil {
 		s.log.Error("control: writing the audit log", "operation", "schedule.run", "err", aerr)
 		if err == nil {
 			err = aerr

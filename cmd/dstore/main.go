@@ -51,7 +51,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, reorderArgs(app, args))
 	if err != nil && err.Error() != "" {
 		fmt.Fprintf(stderr, "dstore: %v\n", err)
 	}
@@ -85,7 +85,11 @@ func newApp() *cli.App {
 				EnvVars: []string{"DSTORE_LOG_LEVEL"},
 				Value:   "info",
 			},
+			requireDaemonFlag(),
 		},
+		// Cron expressions and glob patterns have commas: a repeated flag
+		// gives one value per use.
+		DisableSliceFlagSeparator: true,
 		Before: func(c *cli.Context) error {
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
@@ -111,6 +115,12 @@ func newApp() *cli.App {
 			leaf(verifyCommand(g)),
 			leaf(gcCommand(g)),
 			leaf(serveCommand(g)),
+			groupCommand(g),
+			snapshotCommand(g),
+			retentionCommand(g),
+			lsCommand(g),
+			restoreCommand(g),
+			cloneCommand(g),
 			benchCommand(g),
 		},
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/urfave/cli/v2"
@@ -19,9 +20,28 @@ import (
 // the exit code and what went to stdout and stderr.
 func runApp(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errOut bytes.Buffer
+	var out, errOut syncBuffer
 	code = run(context.Background(), append([]string{"dstore"}, args...), &out, &errOut)
 	return code, out.String(), errOut.String()
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes: the block
+// store's goroutines log to stderr while the command writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestVersion(t *testing.T) {

@@ -9,49 +9,28 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/dstore/dstore/blockstore"
+	"github.com/dstore/dstore/control"
 )
-
-type verifyJSON struct {
-	ChunksChecked int64         `json:"chunks_checked"`
-	BytesChecked  int64         `json:"bytes_checked"`
-	Corrupt       []corruptJSON `json:"corrupt"`
-}
-
-type corruptJSON struct {
-	Chunk  uint64 `json:"chunk"`
-	Pack   uint64 `json:"pack"`
-	Offset int64  `json:"offset"`
-	Error  string `json:"error"`
-}
 
 func verifyCommand(g *globals) *cli.Command {
 	return &cli.Command{
 		Name:  "verify",
 		Usage: "read and check every chunk; exit 1 if any is corrupt",
-		Flags: []cli.Flag{dataFlag(), jsonFlag()},
+		Flags: ctlFlags(jsonFlag()),
 		Action: func(c *cli.Context) error {
-			return withStore(g, c.String("data"), func(s *blockstore.Store) error {
-				r, err := s.Scrub(c.Context)
+			return withAPI(c, g, func(api control.API) error {
+				r, err := api.Verify(c.Context, control.Empty{})
 				if err != nil {
-					return fmt.Errorf("verify: %w", err)
+					return err
 				}
 				if c.Bool("json") {
-					out := verifyJSON{
-						ChunksChecked: r.ChunksChecked,
-						BytesChecked:  r.BytesChecked,
-						Corrupt:       make([]corruptJSON, 0, len(r.Corrupt)),
-					}
-					for _, b := range r.Corrupt {
-						out.Corrupt = append(out.Corrupt, corruptJSON{Chunk: b.Chunk, Pack: b.Pack, Offset: b.Offset, Error: b.Err})
-					}
-					if err := writeJSON(c.App.Writer, out); err != nil {
+					if err := writeJSON(c.App.Writer, r); err != nil {
 						return err
 					}
 				} else {
 					fmt.Fprintf(c.App.Writer, "checked %d chunks (%s)\n", r.ChunksChecked, formatIEC(r.BytesChecked))
 					for _, b := range r.Corrupt {
-						fmt.Fprintf(c.App.Writer, "corrupt: chunk %d in pack %d at offset %d: %s\n", b.Chunk, b.Pack, b.Offset, b.Err)
+						fmt.Fprintf(c.App.Writer, "corrupt: chunk %d in pack %d at offset %d: %s\n", b.Chunk, b.Pack, b.Offset, b.Error)
 					}
 					if len(r.Corrupt) == 0 {
 						fmt.Fprintln(c.App.Writer, "no corruption found")
@@ -66,47 +45,30 @@ func verifyCommand(g *globals) *cli.Command {
 	}
 }
 
-type gcJSON struct {
-	DryRun         bool  `json:"dry_run"`
-	ChunksFreed    int64 `json:"chunks_freed"`
-	BytesFreed     int64 `json:"bytes_freed"`
-	PacksDeleted   int   `json:"packs_deleted"`
-	PacksCompacted int   `json:"packs_compacted"`
-	BytesRewritten int64 `json:"bytes_rewritten"`
-}
-
 func gcCommand(g *globals) *cli.Command {
 	return &cli.Command{
 		Name:  "gc",
 		Usage: "free chunks no layer references and compact packs that are mostly dead",
-		Flags: []cli.Flag{
-			dataFlag(),
+		Flags: ctlFlags(
 			&cli.BoolFlag{Name: "dry-run", Usage: "plan only: report what would be freed and change nothing"},
 			&cli.Float64Flag{
 				Name:  "threshold",
 				Usage: "compact packs whose live fraction is below `F`, between 0 and 1 (0: the store's default)",
 			},
 			jsonFlag(),
-		},
+		),
 		Action: func(c *cli.Context) error {
-			opts := blockstore.GCOptions{DryRun: c.Bool("dry-run"), Threshold: c.Float64("threshold")}
+			opts := control.GCArgs{DryRun: c.Bool("dry-run"), Threshold: c.Float64("threshold")}
 			if t := opts.Threshold; math.IsNaN(t) || t < 0 || t > 1 {
 				return usagef("--threshold %v: want a fraction between 0 and 1", t)
 			}
-			return withStore(g, c.String("data"), func(s *blockstore.Store) error {
-				r, err := s.GC(c.Context, opts)
+			return withAPI(c, g, func(api control.API) error {
+				r, err := api.GC(c.Context, opts)
 				if err != nil {
-					return fmt.Errorf("gc: %w", err)
+					return err
 				}
 				if c.Bool("json") {
-					return writeJSON(c.App.Writer, gcJSON{
-						DryRun:         opts.DryRun,
-						ChunksFreed:    r.ChunksFreed,
-						BytesFreed:     r.BytesFreed,
-						PacksDeleted:   r.PacksDeleted,
-						PacksCompacted: r.PacksCompacted,
-						BytesRewritten: r.BytesRewritten,
-					})
+					return writeJSON(c.App.Writer, r)
 				}
 				free, del, comp := "freed", "deleted", "compacted"
 				if opts.DryRun {

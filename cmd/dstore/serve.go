@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/dstore/dstore/blockstore"
+	"github.com/dstore/dstore/control"
 	"github.com/dstore/dstore/nfsfs"
 	"github.com/dstore/dstore/snapstore"
 )
@@ -60,9 +62,18 @@ func serveCommand(g *globals) *cli.Command {
 	}
 }
 
+// Test hooks: serveClock, when set, is the time source of the scheduler,
+// the audit log and the namespace in serve; serveSched, when set, is given
+// the scheduler before it runs.
+var (
+	serveClock snapstore.Clock
+	serveSched func(*snapstore.Scheduler)
+)
+
 // serve runs the server until ctx ends (SIGTERM, SIGINT), then drains
-// in-flight requests, syncs and closes the datastore.
-func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc blockstore.AutoGCOptions, o nfsfs.Options, out interface{ Write([]byte) (int, error) }) error {
+// in-flight requests, syncs and closes the datastore. Besides NFS it serves
+// the control API on DIR/control.sock and runs the groups' schedules.
+func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc blockstore.AutoGCOptions, o nfsfs.Options, out interface{ Write([]byte) (int, error) }) (err error) {
 	log := g.logger()
 	if !blockstore.IsInitialized(dir) {
 		if err := blockstore.Init(dir, blockstore.InitOptions{}); err != nil {
@@ -70,32 +81,83 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 		}
 		log.Info("initialized a new datastore", "dir", dir)
 	}
-	ds, err := snapstore.Open(dir, blockstore.Options{Logger: log})
+	so := storeOptions
+	so.Logger = log
+	ds, err := snapstore.Open(dir, so)
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("open %s: the datastore is in use by another process (is another dstore serve running?)", dir)
+	}
 	if err != nil {
 		return err
 	}
+	if serveClock != nil {
+		ds.NS.UseClock(serveClock)
+	}
+	// From here on, everything started is stopped in reverse order.
+	var stops []func()
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+		if cerr := ds.Close(); cerr != nil {
+			if err == nil {
+				err = cerr
+			} else {
+				log.Error("closing the datastore", "dir", dir, "err", cerr)
+			}
+			return
+		}
+		log.Info("datastore closed", "dir", dir)
+	}()
 	ds.StartAutoGC(gc)
+
+	svc, err := control.NewService(ds, dir, control.Options{Via: "daemon", Clock: serveClock, Logger: log, Version: version})
+	if err != nil {
+		return err
+	}
+	stops = append(stops, func() {
+		if cerr := svc.Close(); cerr != nil {
+			log.Error("closing the audit log", "err", cerr)
+		}
+	})
+	sched := svc.NewScheduler(log)
+	if serveSched != nil {
+		serveSched(sched)
+	}
+	schedCtx, schedCancel := context.WithCancel(context.Background())
+	schedDone := make(chan error, 1)
+	go func() { schedDone <- sched.Run(schedCtx) }()
+	stops = append(stops, func() {
+		schedCancel()
+		if serr := <-schedDone; serr != nil {
+			log.Error("scheduler", "err", serr)
+		}
+	})
+
 	nfs := nfsfs.NewNFS(ds, o)
 	srv := nfsfs.NewServer(nfsfs.ServerOptions{Logger: log})
 	srv.Register(nfs.Program())
 	srv.Register(nfsfs.NewMount(nfs, o.Access).Program())
 	l, err := net.Listen("tcp", nfsAddr)
 	if err != nil {
-		ds.Close()
 		return err
 	}
 	port := uint32(l.Addr().(*net.TCPAddr).Port)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- srv.Serve(l) }()
-	var pmap *nfsfs.Server
+	stops = append(stops, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, context.Canceled) {
+			log.Warn("shutdown", "err", serr)
+		}
+	})
 	if pmapAddr != "" {
 		pl, err := net.Listen("tcp", pmapAddr)
 		if err != nil {
-			srv.Close()
-			ds.Close()
 			return err
 		}
-		pmap = nfsfs.NewServer(nfsfs.ServerOptions{Logger: log})
+		pmap := nfsfs.NewServer(nfsfs.ServerOptions{Logger: log})
 		const tcp = 6
 		pmap.Register(nfsfs.NewPortmap(map[nfsfs.Mapping]uint32{
 			{Prog: nfsfs.ProgNFS, Vers: 3, Prot: tcp}:  port,
@@ -103,9 +165,33 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 			{Prog: nfsfs.ProgPMAP, Vers: 2, Prot: tcp}: uint32(pl.Addr().(*net.TCPAddr).Port),
 		}))
 		go func() { errc <- pmap.Serve(pl) }()
+		stops = append(stops, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			pmap.Shutdown(sctx)
+		})
 	}
+
+	ctl, err := control.Listen(svc)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if cerr := ctl.Serve(); cerr != nil {
+			errc <- fmt.Errorf("control socket: %w", cerr)
+		}
+	}()
+	stops = append(stops, func() {
+		// First: no control operation runs while the rest stops.
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if serr := ctl.Shutdown(sctx); serr != nil {
+			log.Warn("control socket shutdown", "err", serr)
+		}
+	})
+
 	host, _, _ := net.SplitHostPort(l.Addr().String())
-	log.Info("serving NFSv3", "dir", dir, "nfs", l.Addr().String(), "portmap", pmapAddr)
+	log.Info("serving NFSv3", "dir", dir, "nfs", l.Addr().String(), "portmap", pmapAddr, "control", ctl.Path())
 	fmt.Fprintf(out, "dstore %s serving %s over NFSv3 on %s\n", version, dir, l.Addr())
 	fmt.Fprintf(out, "Linux:  mount -t nfs -o vers=3,tcp,nolock,port=%d,mountport=%d %s:/ /mnt\n", port, port, host)
 	if pmapAddr != "" {
@@ -114,23 +200,12 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 	} else {
 		fmt.Fprintf(out, "ESXi:   needs --portmap 0.0.0.0:111 and NFS on port 2049, then: esxcli storage nfs add --host %s --share / --volume-name dstore\n", host)
 	}
+	fmt.Fprintf(out, "control: %s (dstore group, snapshot, ls, restore, clone, status, gc use it)\n", ctl.Path())
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 		log.Error("server stopped", "err", err)
 	}
 	log.Info("shutting down: draining requests")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if pmap != nil {
-		pmap.Shutdown(sctx)
-	}
-	if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, context.Canceled) {
-		log.Warn("shutdown", "err", serr)
-	}
-	if cerr := ds.Close(); cerr != nil {
-		return cerr
-	}
-	log.Info("datastore closed", "dir", dir)
 	return err
 }

@@ -3,15 +3,13 @@ package main
 // Commands that create a datastore and report on it: init, status.
 
 import (
-	"errors"
 	"fmt"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/dstore/dstore/blockstore"
-	"github.com/dstore/dstore/snapstore"
+	"github.com/dstore/dstore/control"
 )
 
 func initCommand(g *globals) *cli.Command {
@@ -79,68 +77,20 @@ func initCommand(g *globals) *cli.Command {
 	}
 }
 
-// statusJSON is the --json form of blockstore.Stats. Field names are part
-// of the CLI's interface: add fields, do not rename them.
-type statusJSON struct {
-	BlockSize        int            `json:"block_size"`
-	Volumes          int            `json:"volumes"`
-	Layers           int            `json:"layers"`
-	Chunks           int64          `json:"chunks"`
-	LogicalBytes     int64          `json:"logical_bytes"`
-	UniqueBytes      int64          `json:"unique_bytes"`
-	StoredBytes      int64          `json:"stored_bytes"`
-	PhysicalBytes    int64          `json:"physical_bytes"`
-	LogBytes         int64          `json:"log_bytes"`
-	DedupeRatio      float64        `json:"dedupe_ratio"`
-	CompressionRatio float64        `json:"compression_ratio"`
-	Packs            []packStatJSON `json:"packs"`
-}
-
-type packStatJSON struct {
-	ID        uint64  `json:"id"`
-	Bytes     int64   `json:"bytes"`
-	LiveBytes int64   `json:"live_bytes"`
-	Chunks    int64   `json:"chunks"`
-	Live      float64 `json:"live"`
-}
-
-func newStatusJSON(st blockstore.Stats) statusJSON {
-	out := statusJSON{
-		BlockSize:        st.BlockSize,
-		Volumes:          st.Volumes,
-		Layers:           st.Layers,
-		Chunks:           st.Chunks,
-		LogicalBytes:     st.LogicalBytes,
-		UniqueBytes:      st.UniqueBytes,
-		StoredBytes:      st.StoredBytes,
-		PhysicalBytes:    st.PhysicalBytes,
-		LogBytes:         st.LogBytes,
-		DedupeRatio:      finite(st.DedupeRatio),
-		CompressionRatio: finite(st.CompressionRatio),
-		Packs:            make([]packStatJSON, 0, len(st.Packs)),
-	}
-	for _, p := range st.Packs {
-		out.Packs = append(out.Packs, packStatJSON{
-			ID: p.ID, Bytes: p.Bytes, LiveBytes: p.LiveBytes, Chunks: p.Chunks, Live: finite(p.Live),
-		})
-	}
-	return out
-}
-
 func statusCommand(g *globals) *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "report the datastore's size, dedupe and compression ratios, and packs",
-		Flags: []cli.Flag{dataFlag(), jsonFlag()},
+		Usage: "report the datastore's size, dedupe and compression ratios, packs, groups and snapshots",
+		Flags: ctlFlags(jsonFlag()),
 		Action: func(c *cli.Context) error {
 			dir := c.String("data")
-			return withStore(g, dir, func(s *blockstore.Store) error {
-				st, err := s.Stats()
+			return withAPI(c, g, func(api control.API) error {
+				st, err := api.Status(c.Context, control.Empty{})
 				if err != nil {
 					return err
 				}
 				if c.Bool("json") {
-					return writeJSON(c.App.Writer, newStatusJSON(st))
+					return writeJSON(c.App.Writer, st)
 				}
 				var packBytes, liveBytes int64
 				for _, p := range st.Packs {
@@ -159,37 +109,10 @@ func statusCommand(g *globals) *cli.Command {
 				fmt.Fprintf(w, "log\t%s\n", formatIEC(st.LogBytes))
 				fmt.Fprintf(w, "dedupe ratio\t%s\n", formatRatio(st.DedupeRatio))
 				fmt.Fprintf(w, "compression ratio\t%s\n", formatRatio(st.CompressionRatio))
+				fmt.Fprintf(w, "groups\t%d\n", st.Groups)
+				fmt.Fprintf(w, "snapshots\t%d\n", st.SnapshotCount)
 				return w.Flush()
 			})
 		},
 	}
-}
-
-// withStore opens the datastore in dir, runs fn and closes the store. An
-// error from Close is returned when fn succeeded, logged otherwise.
-func withStore(g *globals, dir string, fn func(*blockstore.Store) error) (err error) {
-	if !blockstore.IsInitialized(dir) {
-		return fmt.Errorf("%s is not an initialized datastore (create one with: dstore init --data %s)", dir, dir)
-	}
-	// The namespace comes along: its records in the log must destage too.
-	ds, err := snapstore.Open(dir, blockstore.Options{Logger: g.logger()})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return fmt.Errorf("open %s: the datastore is in use by another process (is dstore serve running?)", dir)
-	}
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	s := ds.Blocks
-	defer func() {
-		cerr := ds.Close()
-		if cerr == nil {
-			return
-		}
-		if err == nil {
-			err = fmt.Errorf("close %s: %w", dir, cerr)
-		} else {
-			g.logger().Error("close datastore", "dir", dir, "err", cerr)
-		}
-	}()
-	return fn(s)
 }
