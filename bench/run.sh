@@ -289,11 +289,17 @@ section_kernel() {
 	# catches a hang.
 	local disk=$((size * 4 + 1024))M mem=$((size * 2 + 1024))M limit=$((120 + n * (60 + runs * (2 * dur + 30 + size / 4))))
 	local kout=$out/kernel.jsonl logs=$out/kernel-logs rc=0 line re
-	mkdir -p "$logs"
+	mkdir -p "$logs" "$work/tmp"
+	# uml-nfs/run keeps the guest's disk image in /tmp/uml-nfs.*: here /tmp
+	# is a directory under $work (this mount namespace's view only), so an
+	# interrupted run leaves no image behind that the next run or this
+	# one's end does not remove.
+	mount --bind "$work/tmp" /tmp
 	log "kernel: $servers through the Linux NFS client in a UML guest (dd $size MiB, fio $dur s, $runs run(s))"
 	(cd "$repo" && "$UMLNFS/run" -d "$disk" -m "$mem" -t "$limit" bench/guest.sh \
 		dstore="$bin/dstore" out="$kout" logs="$logs" size="$size" dur="$dur" runs="$runs" \
 		servers="$servers" ganesha_conf="$repo/bench/ganesha.conf" knfsd="$KNFSD_DIR") >&2 || rc=$?
+	umount /tmp
 	re='^\{"server":"([a-z]+)","case":"([^"]+)","run":([0-9]+),"result":(.*)\}$'
 	while IFS= read -r line; do
 		[[ $line =~ $re ]] || die "kernel: a line of $kout is not a result: ${line:0:200}"
