@@ -557,3 +557,50 @@ func (r *recorder) Call(_ context.Context, op string, _, _ any) error {
 	r.op = op
 	return nil
 }
+
+// TestSnapshotSpace: snapshot show and status report the bytes only a
+// snapshot holds: none while the live file still has its data, the old
+// data's once the file is overwritten.
+func TestSnapshotSpace(t *testing.T) {
+	dir, ds := newStore(t)
+	defer ds.Close()
+	old := make([]byte, 64<<10)
+	for i := range old {
+		old[i] = byte(i*7 + i/251)
+	}
+	writeFile(t, ds.NS, "disk.img", old)
+	svc, err := NewService(ds, dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	api := API{serveSocket(t, svc)}
+	ctx := context.Background()
+	if _, err := api.GroupCreate(ctx, GroupCreateArgs{Name: "g", Match: []string{"disk.img"}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := api.SnapshotCreate(ctx, SnapshotCreateArgs{Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := api.SnapshotShow(ctx, IDArgs{ID: s.ID})
+	if err != nil || d.UniqueBytes != 0 {
+		t.Errorf("a snapshot of an unchanged file: unique %d bytes, %v; want 0", d.UniqueBytes, err)
+	}
+	fresh := make([]byte, 64<<10)
+	for i := range fresh {
+		fresh[i] = byte(i*13 + i/241 + 1)
+	}
+	writeFile(t, ds.NS, "disk.img", fresh)
+	d, err = api.SnapshotShow(ctx, IDArgs{ID: s.ID})
+	if err != nil || d.UniqueBytes == 0 || d.UniqueChunks != 16 {
+		t.Errorf("after the file was overwritten: unique %d bytes in %d chunks, %v; want the 16 old blocks", d.UniqueBytes, d.UniqueChunks, err)
+	}
+	st, err := api.Status(ctx, Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Snapshots) != 1 || st.Snapshots[0].ID != s.ID || st.Snapshots[0].UniqueBytes != d.UniqueBytes || st.Snapshots[0].LogicalBytes != 64<<10 {
+		t.Errorf("status snapshots: %+v; want %s with %d unique and 65536 logical bytes", st.Snapshots, s.ID, d.UniqueBytes)
+	}
+}

@@ -417,6 +417,20 @@ func (s *Service) SnapshotShow(_ context.Context, a IDArgs) (SnapshotDetail, err
 		return SnapshotDetail{}, err
 	}
 	d := SnapshotDetail{Snapshot: snapshotView(sn), Details: make([]MemberInfo, 0, len(sn.Members))}
+	us, err := s.ns().SnapshotUsage()
+	if err != nil {
+		return SnapshotDetail{}, fmt.Errorf("snapshot %s: its space: %w", a.ID, err)
+	}
+	found := false
+	for _, u := range us {
+		if u.Seq == sn.Seq {
+			d.UniqueBytes, d.UniqueChunks, found = u.UniqueBytes, u.UniqueChunks, true
+		}
+	}
+	if !found {
+		// Deleted while its space was measured.
+		return SnapshotDetail{}, &msgError{fmt.Sprintf("snapshot %s not found", a.ID), snapstore.ErrNoSnapshot}
+	}
 	for _, m := range sn.Members {
 		d.Details = append(d.Details, MemberInfo{Path: m.Path, Size: m.Size, Mode: modeString(m.Mode), UID: m.UID, GID: m.GID,
 			Mtime: utc(m.Mtime), Ino: uint64(m.Ino), Layer: m.Layer})
@@ -603,6 +617,15 @@ func (s *Service) Status(context.Context, Empty) (Status, error) {
 	for _, p := range st.Packs {
 		out.Packs = append(out.Packs, PackStatus{ID: p.ID, Bytes: p.Bytes, LiveBytes: p.LiveBytes, Chunks: p.Chunks, Live: finite(p.Live)})
 	}
+	us, err := s.ns().SnapshotUsage()
+	if err != nil {
+		return Status{}, fmt.Errorf("snapshot space: %w", err)
+	}
+	out.Snapshots = us
+	if out.Snapshots == nil {
+		out.Snapshots = []snapstore.SnapshotUsage{}
+	}
+	out.SnapshotCount = len(us)
 	return out, nil
 }
 

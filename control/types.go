@@ -164,10 +164,14 @@ type Snapshot struct {
 	Size      uint64    `json:"size"`
 }
 
-// SnapshotDetail is a snapshot with each member's attributes.
+// SnapshotDetail is a snapshot with each member's attributes and its
+// space: UniqueBytes is what deleting it alone (and a GC) would free
+// (snapstore.Namespace.SnapshotUsage).
 type SnapshotDetail struct {
 	Snapshot
-	Details []MemberInfo `json:"details"`
+	UniqueBytes  uint64       `json:"unique_bytes"`
+	UniqueChunks uint64       `json:"unique_chunks"`
+	Details      []MemberInfo `json:"details"`
 }
 
 // MemberInfo is one member of a snapshot as it was at the snapshot.
@@ -264,6 +268,10 @@ type Status struct {
 	Packs            []PackStatus `json:"packs"`
 	Groups           int          `json:"groups"`
 	SnapshotCount    int          `json:"snapshot_count"`
+	// Snapshots: each snapshot's logical bytes (its members' sizes) and
+	// unique bytes (what deleting it alone, and a GC, would free), oldest
+	// first.
+	Snapshots []snapstore.SnapshotUsage `json:"snapshots"`
 }
 
 // PackStatus describes one pack.

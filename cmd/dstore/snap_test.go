@@ -333,12 +333,15 @@ func testSnapshotCommands(t *testing.T, mode string) {
 	expect(t, 1, cmd("snapshot", "list", "--group", "nosuch")...)
 
 	out, _ = expect(t, 0, cmd("snapshot", "show", id1, "--json")...)
+	if m := decode[map[string]any](t, out); m["unique_bytes"] == nil {
+		t.Errorf("snapshot show --json has no unique_bytes: %s", out)
+	}
 	sd := decode[control.SnapshotDetail](t, out)
 	if sd.ID != id1 || len(sd.Details) != 2 || sd.Details[0].Size != 7 || sd.Details[0].Mode != "0640" || sd.Details[0].UID != 5 {
 		t.Errorf("snapshot show --json: %s", out)
 	}
 	out, _ = expect(t, 0, cmd("snapshot", "show", id1)...)
-	if !strings.Contains(out, "vms/web-1/disk.vmdk") || !strings.Contains(out, "members   2 files") {
+	if !strings.Contains(out, "vms/web-1/disk.vmdk") || !strings.Contains(out, "members   2 files") || !strings.Contains(out, "unique    0 B in 0 chunks") {
 		t.Errorf("snapshot show: %q", out)
 	}
 	_, errOut = expect(t, 1, cmd("snapshot", "show", "999")...)
@@ -465,6 +468,22 @@ func testSnapshotCommands(t *testing.T, mode string) {
 	}
 	if st["groups"] != 1.0 || st["snapshot_count"] != 2.0 {
 		t.Errorf("status --json: groups %v, snapshots %v", st["groups"], st["snapshot_count"])
+	}
+	if us, _ := st["snapshots"].([]any); len(us) != 2 {
+		t.Errorf("status --json: snapshots %v, want two", st["snapshots"])
+	} else {
+		for _, u := range us {
+			m, _ := u.(map[string]any)
+			for _, f := range []string{"seq", "id", "group", "logical_bytes", "unique_bytes"} {
+				if _, ok := m[f]; !ok {
+					t.Errorf("status --json: a snapshot without %s: %v", f, m)
+				}
+			}
+		}
+	}
+	out, _ = expect(t, 0, cmd("status")...)
+	if !strings.Contains(out, "SNAPSHOT") || !strings.Contains(out, id3) {
+		t.Errorf("status does not list the snapshots' space: %q", out)
 	}
 	out, _ = expect(t, 0, cmd("gc", "--dry-run", "--json")...)
 	if g := decode[map[string]any](t, out); g["dry_run"] != true {

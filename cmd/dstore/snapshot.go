@@ -134,6 +134,7 @@ func snapshotShowCommand(g *globals) *cli.Command {
 				}
 				fmt.Fprintf(w, "taken by\t%s\n", by(s.Scheduled))
 				fmt.Fprintf(w, "members\t%s, %s\n", plural(len(s.Members), "file"), formatIEC(int64(s.Size)))
+				fmt.Fprintf(w, "unique\t%s in %d chunks (freed by deleting it, and a GC)\n", formatIEC(int64(s.UniqueBytes)), s.UniqueChunks)
 				if err := w.Flush(); err != nil {
 					return err
 				}

@@ -111,6 +111,18 @@ func statusCommand(g *globals) *cli.Command {
 				fmt.Fprintf(w, "compression ratio\t%s\n", formatRatio(st.CompressionRatio))
 				fmt.Fprintf(w, "groups\t%d\n", st.Groups)
 				fmt.Fprintf(w, "snapshots\t%d\n", st.SnapshotCount)
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				if len(st.Snapshots) == 0 {
+					return nil
+				}
+				// Unique: what deleting the snapshot alone, and a GC, frees.
+				w = tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+				fmt.Fprintln(w, "\nSNAPSHOT\tGROUP\tLOGICAL\tUNIQUE")
+				for _, u := range st.Snapshots {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", u.ID, u.Group, formatIEC(int64(u.LogicalBytes)), formatIEC(int64(u.UniqueBytes)))
+				}
 				return w.Flush()
 			})
 		},
