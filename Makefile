@@ -30,7 +30,7 @@ if [[ "$${CI:-}" == true ]]; then echo "make: $(1)" >&2; exit 1; fi; \
 echo "make: warning: $(1)" >&2
 endef
 
-.PHONY: build run test e2e vet fmt-check lint bench bench-go fuzz clean
+.PHONY: build run test e2e vet fmt-check lint bench bench-go fuzz clean versitygw
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/dstore ./cmd/dstore
@@ -55,7 +55,7 @@ lint: fmt-check vet
 # The race detector needs cgo and a C compiler. Without them the tests still
 # run locally (with a warning); CI must have them. Then the end-to-end
 # scenarios run, two User-Mode Linux guests at a time (E2E_TEST).
-test: vet fmt-check
+test: vet fmt-check versitygw
 	@race=-race; \
 	if [[ "$$($(GO) env CGO_ENABLED)" != 1 ]] || ! command -v "$$($(GO) env CC)" >/dev/null 2>&1; then \
 		$(call need,no C compiler (or CGO_ENABLED=0): go test -race cannot run; install gcc); \
@@ -65,6 +65,13 @@ test: vet fmt-check
 	echo "$(GO) test $$race -count=1 -timeout 25m $(TESTFLAGS) ./... (all but ./e2e)"; \
 	$(GO) test $$race -count=1 -timeout 25m $(TESTFLAGS) $$pkgs
 	$(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_TEST)' ./e2e/
+
+# versitygw, the S3 server the objex tests start on 127.0.0.1, installed
+# once into .cache/bin (about a minute to build).
+VERSITYGW_VERSION ?= v1.8.0
+versitygw:
+	@[[ -x .cache/bin/versitygw ]] || GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION) || { \
+		$(call need,could not install versitygw: the S3 tests of objex skip); }
 
 # End-to-end tests with the real Linux NFS client in User-Mode Linux guests
 # (../shared/uml-nfs; DSTORE_UMLNFS overrides). Without linux.uml they are
