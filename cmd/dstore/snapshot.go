@@ -233,7 +233,11 @@ func printGroupsTree(w io.Writer, es []control.Entry) error {
 			fmt.Fprintf(tw, "%s/\n", e.Name)
 			continue
 		}
-		fmt.Fprintf(tw, "  %s/\t%s\t%s\t%s\n", e.Name, formatTime(e.Mtime), plural(e.Members, "member"), e.Label)
+		fmt.Fprintf(tw, "  %s/\t%s\t%s", e.Name, formatTime(e.Mtime), plural(e.Members, "member"))
+		if e.Label != "" {
+			fmt.Fprintf(tw, "\t%s", e.Label)
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }
