@@ -121,6 +121,7 @@ type exporter struct {
 	uploads chan *objBuilder
 	upDone  chan struct{} // closed when the uploader ends
 	upErr   error         // why it ended; read after upDone is closed
+	sent    map[ObjectID]bool
 }
 
 // objBuilder is a data object being filled.
@@ -168,7 +169,7 @@ func (m *Manager) runExport(ctx context.Context, j *Job, r *jobRecord) error {
 	}
 	e := &exporter{m: m, t: t, store: ds.Blocks, bs: ds.Blocks.BlockSize(), job: j,
 		chunkIdx: map[ChunkID]uint32{}, objIdx: map[ObjectID]uint32{},
-		uploads: make(chan *objBuilder), upDone: make(chan struct{})}
+		uploads: make(chan *objBuilder), upDone: make(chan struct{}), sent: map[ObjectID]bool{}}
 	var total int64
 	for _, mem := range snap.Members {
 		total += int64(mem.Size)
@@ -186,6 +187,20 @@ func (m *Manager) runExport(ctx context.Context, j *Job, r *jobRecord) error {
 	}
 	if err != nil {
 		return err
+	}
+	// Objects this export did not upload may have been pruned since the
+	// index was read: a manifest must never name a missing object.
+	for _, o := range e.mf.objs {
+		if e.sent[o] {
+			continue
+		}
+		if _, err := t.st.Stat(ctx, dataKey(o)); err != nil {
+			if errors.Is(err, ErrNotExist) {
+				m.forgetObject(t, o)
+				return fmt.Errorf("objex: object %s vanished from the target during the export (pruned?); run the export again: %w", o, err)
+			}
+			return err
+		}
 	}
 	// The commit point: the manifest, after every object it names.
 	e.mf.Info = ManifestInfo{Format: manifestFormat, Version: 1, Name: r.Name, ExportedNs: time.Now().UnixNano(),
@@ -417,6 +432,7 @@ func (e *exporter) chunkFor(ctx context.Context, id ChunkID, d blockstore.Export
 	}
 	if e.cur == nil {
 		o := newObjectID()
+		e.sent[o] = true
 		e.cur = &objBuilder{id: o, key: dataKey(o), buf: append(make([]byte, 0, e.t.osize+int64(maxRecordLen(e.bs))), objectHeader(e.bs)...)}
 	}
 	off := int64(len(e.cur.buf))

@@ -161,18 +161,21 @@ func (rb *remoteBasis) ReadBlock(ctx context.Context, n int64, p []byte) (bool, 
 func (rb *remoteBasis) ReadBlocks(ctx context.Context, ns []int64, p [][]byte) ([]bool, error) {
 	rb.m.demand.Add(1)
 	defer rb.m.demand.Add(-1)
-	return rb.fetch(ctx, rb.t.fast, ns, p)
+	holes, _, err := rb.fetch(ctx, rb.t.fast, ns, p)
+	return holes, err
 }
 
 // maxRange bounds one ranged GET of adjacent records.
 const maxRange = 4 << 20
 
 // fetch reads blocks ns into p through st: adjacent records of one object
-// in one ranged GET, each record verified, decrypted and decompressed.
-func (rb *remoteBasis) fetch(ctx context.Context, st ObjectStore, ns []int64, p [][]byte) ([]bool, error) {
+// in one ranged GET, each record verified, decrypted and decompressed. It
+// returns the holes and the bytes it fetched.
+func (rb *remoteBasis) fetch(ctx context.Context, st ObjectStore, ns []int64, p [][]byte) ([]bool, int64, error) {
 	if rb.bs != len(p[0]) {
-		return nil, fmt.Errorf("objex: manifest block size %d, datastore %d", rb.bs, len(p[0]))
+		return nil, 0, fmt.Errorf("objex: manifest block size %d, datastore %d", rb.bs, len(p[0]))
 	}
+	var moved int64
 	holes := make([]bool, len(ns))
 	want := map[uint32][]int{} // chunk index -> positions
 	for i, n := range ns {
@@ -209,16 +212,17 @@ func (rb *remoteBasis) fetch(ctx context.Context, st ObjectStore, ns []int64, p 
 		key := dataKey(rb.mf.objs[first.Obj])
 		data, err := st.Get(ctx, key, first.Off, hi-first.Off)
 		if err != nil {
-			return nil, err
+			return nil, moved, err
 		}
 		rb.m.fetched.Add(int64(len(data)))
+		moved += int64(len(data))
 		for _, idx := range idxs[start:end] {
 			c := &rb.mf.chunks[idx]
 			rel := c.Off - first.Off
 			plain, err := rb.t.keys.openRecord(data[rel:rel+int64(c.Len)], key, c.Off, c.ID, rb.bs)
 			if err != nil {
 				rb.m.log.Error("objex: remote chunk failed verification", "target", rb.t.cfg.Name, "object", key, "offset", c.Off, "err", err)
-				return nil, err
+				return nil, moved, err
 			}
 			for _, i := range want[idx] {
 				copy(p[i], plain)
@@ -226,7 +230,7 @@ func (rb *remoteBasis) fetch(ctx context.Context, st ObjectStore, ns []int64, p 
 		}
 		start = end
 	}
-	return holes, nil
+	return holes, moved, nil
 }
 
 // Import makes newPath a live, writable file whose content is file member
@@ -388,8 +392,7 @@ func (m *Manager) thicken(ctx context.Context, j *Job, r *importRecord) error {
 				data[k] = make([]byte, bs)
 				ns[k] = int64(b)
 			}
-			before := m.fetched.Load()
-			holes, err := rb.fetch(WithLimiter(ctx, rb.t.lim), rb.t.st, ns, data)
+			holes, moved, err := rb.fetch(WithLimiter(ctx, rb.t.lim), rb.t.st, ns, data)
 			if err != nil {
 				if errors.Is(err, ErrCorrupt) || ctx.Err() != nil {
 					return err
@@ -402,7 +405,6 @@ func (m *Manager) thicken(ctx context.Context, j *Job, r *importRecord) error {
 				}
 				continue
 			}
-			moved := m.fetched.Load() - before
 			for k := range holes {
 				if holes[k] {
 					data[k] = nil

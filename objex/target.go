@@ -418,12 +418,14 @@ func (m *Manager) syncIndex(ctx context.Context, t *target) error {
 		return err
 	}
 	var todo []ObjectID
+	listed := map[ObjectID]bool{}
 	err = t.st.List(ctx, indexPrefix, func(oi ObjectInfo) error {
 		o, err := parseObjectID(path.Base(oi.Key))
 		if err != nil || indexKey(o) != oi.Key {
 			m.log.Warn("objex: ignoring a stray object among index objects", "target", t.cfg.Name, "key", oi.Key)
 			return nil
 		}
+		listed[o] = true
 		if !known[o] {
 			todo = append(todo, o)
 		}
@@ -431,6 +433,14 @@ func (m *Manager) syncIndex(ctx context.Context, t *target) error {
 	})
 	if err != nil {
 		return err
+	}
+	// Objects pruned since (by any datastore): their chunks are gone.
+	for o := range known {
+		if !listed[o] {
+			if err := m.forgetObject(t, o); err != nil {
+				return err
+			}
+		}
 	}
 	for _, o := range todo {
 		b, err := t.st.Get(ctx, indexKey(o), 0, -1)
