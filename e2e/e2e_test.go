@@ -68,6 +68,9 @@ var scenarios = []scenario{
 	{name: "vdisk", disk: "2G", mem: "1G", timeout: 240 * time.Second},
 	{name: "fio", disk: "2G", mem: "1G", timeout: 180 * time.Second, tools: []string{"fio"}},
 	{name: "kill", disk: "2G", mem: "1G", timeout: 180 * time.Second},
+	// Snapshots, clones and restores of an ext4 vDisk through the CLI and
+	// the control socket, and /snapstore over NFS.
+	{name: "snapshot", disk: "2G", mem: "1G", timeout: 360 * time.Second, tools: []string{"fio"}},
 	// The scratch disk is the small file system: 600 MB less the
 	// datastore's reserve (2*64 MiB + 32 MiB) and its NVLOG segments leaves
 	// about 200 MiB to fill.
