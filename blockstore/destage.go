@@ -17,7 +17,9 @@ import (
 func (s *Store) destageLoop() {
 	defer s.wg.Done()
 	if err := ioFlusherThread(); err != nil {
-		s.logger.Info("blockstore: log and pack writers not marked as I/O flushers (a loopback NFS mount may stall under memory pressure)", "err", err)
+		// Debug: a short command does not care; dstore serve says it
+		// once at start (CheckIOFlusher).
+		s.logger.Debug("blockstore: log and pack writers not marked as I/O flushers", "err", err)
 	}
 	t := time.NewTimer(s.opts.DestageDelay)
 	defer t.Stop()

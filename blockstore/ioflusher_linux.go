@@ -20,3 +20,16 @@ func ioFlusherThread() error {
 	runtime.LockOSThread()
 	return unix.Prctl(unix.PR_SET_IO_FLUSHER, 1, 0, 0, 0)
 }
+
+// CheckIOFlusher reports whether this process may mark its log and pack
+// writers as I/O flushers (see ioFlusherThread): nil, or why not. A
+// server says so at start: without it, a loopback NFS mount may stall
+// under memory pressure.
+func CheckIOFlusher() error {
+	errc := make(chan error, 1)
+	go func() {
+		// The marked thread ends with this goroutine (it stays locked).
+		errc <- ioFlusherThread()
+	}()
+	return <-errc
+}

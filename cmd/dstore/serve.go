@@ -109,6 +109,9 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 		}
 		log.Info("datastore closed", "dir", dir)
 	}()
+	if err := blockstore.CheckIOFlusher(); err != nil {
+		log.Warn("the log and pack writers cannot be marked as I/O flushers (needs CAP_SYS_RESOURCE): an NFS client on this same machine may stall under memory pressure", "err", err)
+	}
 	ds.StartAutoGC(gc)
 
 	svc, err := control.NewService(ds, dir, control.Options{Via: "daemon", Clock: serveClock, Logger: log, Version: version})
