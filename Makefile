@@ -30,7 +30,7 @@ if [[ "$${CI:-}" == true ]]; then echo "make: $(1)" >&2; exit 1; fi; \
 echo "make: warning: $(1)" >&2
 endef
 
-.PHONY: build run test e2e vet fmt-check lint bench bench-go fuzz clean versitygw
+.PHONY: build run test e2e vet fmt-check lint bench bench-go bench-snap fuzz clean versitygw
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/dstore ./cmd/dstore
@@ -95,6 +95,17 @@ bench-go:
 	@out=bench/out/blockstore-$$(date +%Y%m%d-%H%M%S)-$(VERSION).txt; \
 	echo "writing $$out"; \
 	$(GO) test -run XXX -bench . -benchmem $(BENCHFLAGS) ./blockstore/ | tee "$$out"
+
+# Snapshot, clone and clone-chain read benchmarks through the snapstore API
+# (snapstore/bench_test.go, docs/notes/benchmarks.md): the 8 GiB datastore
+# is written once per run and needs about 9 GiB in $TMPDIR. Output lands in
+# bench/out/.
+SNAPBENCH ?= Snapshot|Clone
+bench-snap:
+	@mkdir -p bench/out
+	@out=bench/out/snapstore-$$(date +%Y%m%d-%H%M%S)-$(VERSION).txt; \
+	echo "writing $$out"; \
+	$(GO) test -run XXX -bench '$(SNAPBENCH)' -benchtime 200x -count 3 -timeout 60m -benchmem $(BENCHFLAGS) ./snapstore/ | tee "$$out"
 
 # Runs every fuzz target in the module for FUZZTIME each.
 fuzz:

@@ -204,6 +204,11 @@ type layer struct {
 	// aliases are layers merged into this one whose entries may still sit
 	// under their own IDs in bbolt until the merge is destaged.
 	aliases []alias
+	// alloc is what Allocated last knew of the volume this layer was the
+	// top of when it was frozen (allocKnown): a clone or restore over it
+	// starts from that estimate instead of counting before it answers.
+	alloc      int64
+	allocKnown bool
 }
 
 type alias struct{ id, vis uint64 }
@@ -792,6 +797,9 @@ func (s *Store) applyEffect(e *effect) {
 			v = &volState{id: e.id}
 			s.vols[e.id] = v
 		}
+		if v.top != e.other {
+			s.seedAlloc(v, e.other)
+		}
 		v.top = e.other
 	case effDelVolume:
 		delete(s.vols, e.id)
@@ -813,6 +821,24 @@ func (s *Store) applyEffect(e *effect) {
 		}
 		delete(s.layers, e.id)
 		delete(s.mergeable, e.id)
+	}
+}
+
+// seedAlloc gives a volume whose top becomes top (a new clone, a restore)
+// the allocated count its basis had when it was frozen, as a count made
+// now: Allocated answers with it at once, and recounts in the background
+// only when asked again after allocTTL, instead of walking the lineage
+// first (a clone of a large disk would otherwise wait for that walk, and
+// every clone made in a burst would start one). The new top is empty, so
+// the clone shows exactly its basis; the estimate is as old as the
+// basis volume's cache was at the freeze. Without a known count the cache
+// is cleared and the next Allocated counts. REQUIRES: s.mu held.
+func (s *Store) seedAlloc(v *volState, top uint64) {
+	v.alloc, v.allocAt = 0, time.Time{}
+	if t := s.layers[top]; t != nil && !s.replaying {
+		if p := s.layers[t.rec.parent]; p != nil && p.allocKnown {
+			v.alloc, v.allocAt = p.alloc, time.Now()
+		}
 	}
 }
 
