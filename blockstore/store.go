@@ -834,6 +834,9 @@ func (s *Store) applyEffect(e *effect) {
 // basis volume's cache was at the freeze. Without a known count the cache
 // is cleared and the next Allocated counts. REQUIRES: s.mu held.
 func (s *Store) seedAlloc(v *volState, top uint64) {
+	if t := s.layers[top]; t != nil && v.top != 0 && t.rec.parent == v.top {
+		return // a freeze of v itself: it still shows what it showed
+	}
 	v.alloc, v.allocAt = 0, time.Time{}
 	if t := s.layers[top]; t != nil && !s.replaying {
 		if p := s.layers[t.rec.parent]; p != nil && p.allocKnown {

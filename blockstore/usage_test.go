@@ -198,3 +198,78 @@ func releaseUsageRun(t *testing.T, seed uint64) {
 	}
 	t.Logf("%d sets over %d held layers; something freed: %v", len(sets), len(hl), some)
 }
+
+// TestCloneAllocatedSeed: a clone and a restored volume answer Allocated
+// at once with the count of their basis (seedAlloc), the volume that was
+// frozen keeps its own, and a later recount agrees.
+func TestCloneAllocatedSeed(t *testing.T) {
+	const bs = 4 << 10
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Allocated(); got != 0 {
+		t.Fatalf("new volume: allocated %d", got)
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	p := make([]byte, 10*bs)
+	fillRand(rng, p)
+	if _, err := v.WriteAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The cache is fresh for allocTTL: count now.
+	if got := s.recount(mustState(t, v)); got != 10*bs {
+		t.Fatalf("after 10 blocks: allocated %d", got)
+	}
+	ls, err := s.Freeze(v.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Allocated(); got != 10*bs {
+		t.Errorf("the frozen volume: allocated %d, want %d", got, 10*bs)
+	}
+	c, err := s.Clone(ls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := mustState(t, c)
+	s.mu.Lock()
+	seeded := !cs.allocAt.IsZero()
+	s.mu.Unlock()
+	if !seeded {
+		t.Fatal("the clone's count is not seeded: its first Allocated would walk the lineage")
+	}
+	if got := c.Allocated(); got != 10*bs {
+		t.Errorf("the clone: allocated %d, want %d", got, 10*bs)
+	}
+	if _, err := v.WriteAt(p[:bs], 20*bs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restore(v.ID(), ls[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Allocated(); got != 10*bs {
+		t.Errorf("restored: allocated %d, want %d", got, 10*bs)
+	}
+	if got := s.recount(cs); got != 10*bs {
+		t.Errorf("the clone recounted: %d, want %d", got, 10*bs)
+	}
+}
+
+func mustState(t *testing.T, v *Volume) *volState {
+	t.Helper()
+	vs, err := v.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
