@@ -48,7 +48,9 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
+	cfgMu sync.Mutex // serializes changes of target configuration
+
+	mu      sync.Mutex // guards the maps below; never held across I/O
 	targets map[string]*target
 	ds      *snapstore.Datastore
 	bases   map[string]*remoteBasis

@@ -229,6 +229,14 @@ func TestRekey(t *testing.T) {
 	if after := listKeys(t, a, "t", dataPrefix); len(after) != len(objs) || after[0].Modified != objs[0].Modified {
 		t.Fatal("rekey touched data objects")
 	}
+	// Twice in a row, back and forth: each rekey opens with the current key.
+	k2 := keyFile(t)
+	if err := a.m.Rekey(context.Background(), "t", k2, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.m.Rekey(context.Background(), "t", "", "OXPASS"); err != nil {
+		t.Fatal(err)
+	}
 	b := newNode(t, bs)
 	if _, err := b.m.AddTarget(context.Background(), TargetSpec{Name: "t", URL: turl, KeyFile: k1}); !errors.Is(err, ErrKey) {
 		t.Fatalf("old key after rekey: %v", err)

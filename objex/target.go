@@ -201,8 +201,8 @@ func (m *Manager) AddTarget(ctx context.Context, spec TargetSpec) (TargetInfo, e
 		Insecure: spec.Store.Insecure, AccessKey: spec.Store.AccessKey, SecretKey: spec.Store.SecretKey,
 		KeyFile: keyFile, PassEnv: spec.PassphraseEnv, Bandwidth: spec.Bandwidth, ObjectSize: spec.ObjectSize,
 		Argon2: spec.Argon2}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.cfgMu.Lock()
+	defer m.cfgMu.Unlock()
 	if found, err := m.st.getJSON(bTargets, []byte(spec.Name), &targetConfig{}); err != nil {
 		return TargetInfo{}, err
 	} else if found {
@@ -220,7 +220,9 @@ func (m *Manager) AddTarget(ctx context.Context, spec TargetSpec) (TargetInfo, e
 	if err := m.st.putJSON(bTargets, []byte(c.Name), &c); err != nil {
 		return TargetInfo{}, err
 	}
+	m.mu.Lock()
 	m.targets[c.Name] = t
+	m.mu.Unlock()
 	return c.info(), nil
 }
 
@@ -243,8 +245,8 @@ func (m *Manager) Targets() ([]TargetInfo, error) {
 // RemoveTarget forgets a target (its objects stay where they are). It
 // refuses while imported files still read from it, unless force.
 func (m *Manager) RemoveTarget(name string, force bool) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.cfgMu.Lock()
+	defer m.cfgMu.Unlock()
 	var c targetConfig
 	found, err := m.st.getJSON(bTargets, []byte(name), &c)
 	if err != nil {
@@ -270,7 +272,14 @@ func (m *Manager) RemoveTarget(name string, force bool) error {
 	if err := m.st.dropTargetBuckets(id); err != nil {
 		return err
 	}
+	m.mu.Lock()
 	delete(m.targets, name)
+	for k, rb := range m.bases {
+		if rb.t.id == id {
+			delete(m.bases, k)
+		}
+	}
+	m.mu.Unlock()
 	return m.st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bTargets).Delete([]byte(name)) })
 }
 
@@ -280,8 +289,8 @@ func (m *Manager) SetBandwidth(name string, rate int64) error {
 	if rate < 0 {
 		return errors.New("objex: negative bandwidth")
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.cfgMu.Lock()
+	defer m.cfgMu.Unlock()
 	var c targetConfig
 	found, err := m.st.getJSON(bTargets, []byte(name), &c)
 	if err != nil {
@@ -294,8 +303,10 @@ func (m *Manager) SetBandwidth(name string, rate int64) error {
 	if err := m.st.putJSON(bTargets, []byte(name), &c); err != nil {
 		return err
 	}
-	if t := m.targets[name]; t != nil {
-		t.cfg.Bandwidth = rate
+	m.mu.Lock()
+	t := m.targets[name]
+	m.mu.Unlock()
+	if t != nil {
 		t.lim.SetRate(rate)
 	}
 	return nil
@@ -304,8 +315,9 @@ func (m *Manager) SetBandwidth(name string, rate int64) error {
 // target returns the open target name, opening it on first use.
 func (m *Manager) target(ctx context.Context, name string) (*target, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if t := m.targets[name]; t != nil {
+	t := m.targets[name]
+	m.mu.Unlock()
+	if t != nil {
 		return t, nil
 	}
 	var c targetConfig
@@ -316,12 +328,18 @@ func (m *Manager) target(ctx context.Context, name string) (*target, error) {
 	if !found {
 		return nil, fmt.Errorf("objex: no target %s", name)
 	}
-	t, err := m.openTarget(ctx, &c, false)
+	// Connecting may take a while (retries): no lock is held meanwhile.
+	t, err = m.openTarget(ctx, &c, false)
 	if err != nil {
 		return nil, err
 	}
 	if err := m.st.ensureTargetBuckets(t.id); err != nil {
 		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if prev := m.targets[name]; prev != nil {
+		return prev, nil
 	}
 	m.targets[name] = t
 	return t, nil
@@ -359,9 +377,15 @@ func (m *Manager) Rekey(ctx context.Context, name, newKeyFile, newPassEnv string
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c := t.cfg
+	m.cfgMu.Lock()
+	defer m.cfgMu.Unlock()
+	var old targetConfig
+	if found, err := m.st.getJSON(bTargets, []byte(name), &old); err != nil {
+		return err
+	} else if !found {
+		return fmt.Errorf("objex: no target %s", name)
+	}
+	c := old
 	c.KeyFile, c.PassEnv = "", ""
 	if newKeyFile != "" {
 		if c.KeyFile, err = filepath.Abs(newKeyFile); err != nil {
@@ -376,7 +400,7 @@ func (m *Manager) Rekey(ctx context.Context, name, newKeyFile, newPassEnv string
 	}
 	// Unwrap with the old source once more: the master key is not kept
 	// around in memory beyond the derived keys.
-	oldSrc, err := m.keySource(&t.cfg)
+	oldSrc, err := m.keySource(&old)
 	if err != nil {
 		return err
 	}
@@ -395,8 +419,12 @@ func (m *Manager) Rekey(ctx context.Context, name, newKeyFile, newPassEnv string
 	if err := putKeyObject(ctx, t.st, nko); err != nil {
 		return err
 	}
-	t.cfg = c
-	return m.st.putJSON(bTargets, []byte(name), &c)
+	if err := m.st.putJSON(bTargets, []byte(name), &c); err != nil {
+		return err
+	}
+	// The open target keeps its keys (the master key did not change);
+	// the next open reads the new key source from the config.
+	return nil
 }
 
 // syncIndex brings the local cache of the target's chunk index up to date
