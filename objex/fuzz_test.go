@@ -18,7 +18,7 @@ func sampleManifest(t testing.TB) []byte {
 		Info: ManifestInfo{Format: manifestFormat, Version: 1, Name: "snap", BlockSize: 4096,
 			Objects: []string{ObjectID{1}.String(), ObjectID{2}.String()},
 			Files:   []FileInfo{{Path: "a", Size: 10 * 4096, DataBlocks: 3}, {Path: "b", Size: 5000, DataBlocks: 1}}},
-		files: []fileMap{{blocks: []uint64{0, 4, 9}, chunk: []uint32{0, 1, 0}}, {blocks: []uint64{1}, chunk: []uint32{1}}},
+		files:  []fileMap{{blocks: []uint64{0, 4, 9}, chunk: []uint32{0, 1, 0}}, {blocks: []uint64{1}, chunk: []uint32{1}}},
 		chunks: []manifestChunk{{ID: ChunkID{9}, Obj: 0, Off: 16, Len: 200}, {ID: ChunkID{8}, Obj: 1, Off: 216, Len: 4096 + 80}},
 	}
 	b, err := encodeManifest(m)
