@@ -3,8 +3,10 @@ package blockstore
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"slices"
+	"sort"
 
 	"github.com/klauspost/compress/s2"
 	bolt "go.etcd.io/bbolt"
@@ -112,86 +114,142 @@ func (s *Store) LayerBlocks(id LayerID, first uint64, n int) ([]ExportBlock, err
 
 // ReadExport reads data blocks that LayerBlocks returned (not holes, not
 // remote), verified, with their compressed form where the store keeps
-// one.
+// one. Chunks near each other in a pack are read with one pread, and
+// opened on all CPUs.
 func (s *Store) ReadExport(blocks []ExportBlock) ([]ExportData, error) {
 	out := make([]ExportData, len(blocks))
+	var ids []uint64
+	var at []int
+	var mem []int
 	for i := range blocks {
 		b := &blocks[i]
 		if b.Hole || b.Remote {
 			return nil, fmt.Errorf("blockstore: block %d is not local data", b.Block)
 		}
-		var err error
 		switch {
 		case b.pb != nil && b.pb.sealed != nil:
-			out[i], err = s.openExport(b.pb.fp, b.pb.codec, b.pb.sealed)
+			mem = append(mem, i)
 		case b.pb != nil:
 			id := b.pb.chunk
 			if id == 0 {
+				var err error
 				if id, err = s.chunkByFP(b.pb.fp); err != nil {
-					return nil, err
+					return nil, fmt.Errorf("block %d: %w", b.Block, err)
 				}
 			}
-			out[i], err = s.readExportChunk(id)
+			ids, at = append(ids, id), append(at, i)
 		default:
-			out[i], err = s.readExportChunk(b.chunk)
+			ids, at = append(ids, b.chunk), append(at, i)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("block %d: %w", b.Block, err)
+	}
+	var err error
+	// A pack can disappear under the reader when GC compacts it after the
+	// lookup; the chunk then lives in another pack (IDs survive).
+	for attempt := 0; attempt < 3 && len(ids) > 0; attempt++ {
+		err = s.readExportChunks(ids, at, out)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	errs := make([]error, len(mem))
+	parallel(len(mem), func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			pb := blocks[mem[j]].pb
+			out[mem[j]], errs[j] = s.openExport(pb.fp, pb.codec, pb.sealed)
+		}
+	})
+	for j, e := range errs {
+		if e != nil {
+			return nil, fmt.Errorf("pending block %d: %w", blocks[mem[j]].Block, e)
 		}
 	}
 	return out, nil
 }
 
-// readExportChunk reads one chunk from its pack; a pack that GC removed
-// after the lookup is looked up again (chunk IDs survive compaction).
-func (s *Store) readExportChunk(id uint64) (ExportData, error) {
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		var rec chunkRec
-		err = s.db.View(func(tx *bolt.Tx) error {
-			v := tx.Bucket(bChunks).Get(u64b(id))
+// readExportChunks reads chunks ids into out[at[i]].
+func (s *Store) readExportChunks(ids []uint64, at []int, out []ExportData) error {
+	locs := make([]chunkLoc, len(ids))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		cb := tx.Bucket(bChunks)
+		for i, id := range ids {
+			v := cb.Get(u64b(id))
 			if v == nil {
 				return fmt.Errorf("blockstore: chunk %d not in the chunk table: %w", id, ErrCorrupt)
 			}
-			var err error
-			rec, err = decodeChunkRec(v)
-			return err
-		})
-		if err != nil {
-			return ExportData{}, err
-		}
-		var h *packHandle
-		h, err = s.packs.get(rec.pack)
-		if err != nil {
-			err = fmt.Errorf("blockstore: pack %d: %w", rec.pack, err)
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
+			rec, err := decodeChunkRec(v)
+			if err != nil {
+				return fmt.Errorf("chunk %d: %w", id, err)
 			}
-			return ExportData{}, err
+			locs[i] = chunkLoc{at: at[i], id: id, rec: rec}
 		}
-		var codec uint8
-		var sealed []byte
-		codec, sealed, err = readChunkRecord(h.f, rec.off, rec.n, rec.fp, s.bs, nil)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Slice(locs, func(i, j int) bool {
+		if locs[i].rec.pack != locs[j].rec.pack {
+			return locs[i].rec.pack < locs[j].rec.pack
+		}
+		return locs[i].rec.off < locs[j].rec.off
+	})
+	const gap = 64 << 10
+	for start := 0; start < len(locs); {
+		end := start + 1
+		lo := locs[start].rec.off
+		hi := lo + int64(chunkHeaderSize+locs[start].rec.n)
+		for end < len(locs) && locs[end].rec.pack == locs[start].rec.pack && locs[end].rec.off <= hi+gap && hi-lo < 8<<20 {
+			hi = max(hi, locs[end].rec.off+int64(chunkHeaderSize+locs[end].rec.n))
+			end++
+		}
+		run := locs[start:end]
+		pack := run[0].rec.pack
+		h, err := s.packs.get(pack)
+		if err != nil {
+			return fmt.Errorf("blockstore: pack %d: %w", pack, err)
+		}
+		buf := make([]byte, hi-lo)
+		_, err = h.f.ReadAt(buf, lo)
 		s.packs.release(h)
 		if err != nil {
-			if errors.Is(err, ErrCorrupt) {
-				s.logger.Error("blockstore: corrupt chunk", "chunk", id, "pack", rec.pack, "offset", rec.off, "err", err)
-				s.quarantineChunk(id, rec.fp)
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("blockstore: pack %d is shorter than its chunks (%w): %w", pack, err, ErrCorrupt)
 			}
-			return ExportData{}, fmt.Errorf("chunk %d: %w", id, err)
+			return fmt.Errorf("blockstore: reading pack %d at %d: %w", pack, lo, err)
 		}
-		if codec != rec.codec {
-			return ExportData{}, corruptf("chunk %d: record codec %#02x, chunk table %#02x", id, codec, rec.codec)
+		errs := make([]error, len(run))
+		parallel(len(run), func(a, b int) {
+			for k := a; k < b; k++ {
+				l := &run[k]
+				out[l.at], errs[k] = s.openExportRecord(buf[l.rec.off-lo:], l.rec)
+			}
+		})
+		for k, e := range errs {
+			if e != nil {
+				l := &run[k]
+				s.logger.Error("blockstore: corrupt chunk", "chunk", l.id, "pack", pack, "offset", l.rec.off, "err", e)
+				s.quarantineChunk(l.id, l.rec.fp)
+				return fmt.Errorf("chunk %d (pack %d offset %d): %w", l.id, pack, l.rec.off, e)
+			}
 		}
-		d, err := s.openExport(rec.fp, codec, sealed)
-		if err != nil {
-			s.logger.Error("blockstore: corrupt chunk", "chunk", id, "pack", rec.pack, "offset", rec.off, "err", err)
-			s.quarantineChunk(id, rec.fp)
-			return ExportData{}, fmt.Errorf("chunk %d: %w", id, err)
-		}
-		return d, nil
+		start = end
 	}
-	return ExportData{}, err
+	return nil
+}
+
+// openExportRecord decodes a chunk record against its chunk table entry.
+func (s *Store) openExportRecord(b []byte, rec chunkRec) (ExportData, error) {
+	fp, codec, sealed, _, err := decodeChunkRecord(b, s.bs)
+	if err != nil {
+		return ExportData{}, err
+	}
+	if fp != rec.fp || codec != rec.codec || len(sealed) != rec.n {
+		return ExportData{}, fmt.Errorf("chunk record does not match the chunk table: %w", ErrCorrupt)
+	}
+	return s.openExport(fp, codec, sealed)
 }
 
 // openExport opens a sealed chunk and keeps its compressed payload.

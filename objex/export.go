@@ -1,9 +1,13 @@
 package objex
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/dstore/dstore/blockstore"
@@ -122,6 +126,7 @@ type exporter struct {
 	upDone  chan struct{} // closed when the uploader ends
 	upErr   error         // why it ended; read after upDone is closed
 	sent    map[ObjectID]bool
+	learned []fpPair // fingerprint <-> chunk ID pairs not saved yet
 }
 
 // objBuilder is a data object being filled.
@@ -318,69 +323,126 @@ func (e *exporter) file(ctx context.Context, layer blockstore.LayerID, size int6
 				return fm, err
 			}
 		}
-		learned := map[blockstore.Fingerprint]ChunkID{}
-		at := 0
+		// Blocks not local yet (a file imported from a target, not
+		// thick): read through the layer, which fetches them.
+		for i, b := range blocks {
+			if !b.Remote {
+				continue
+			}
+			if lv == nil {
+				if lv, err = e.store.OpenLayer(layer); err != nil {
+					return fm, err
+				}
+			}
+			plain := make([]byte, e.bs)
+			if _, err := lv.ReadAt(plain, int64(b.Block)*int64(e.bs)); err != nil {
+				return fm, fmt.Errorf("block %d: %w", b.Block, err)
+			}
+			read = append(read, b)
+			readAt = append(readAt, i)
+			data = append(data, blockstore.ExportData{Plain: plain})
+		}
+		// Chunk IDs and compression on all CPUs.
+		newIDs := make([]ChunkID, len(data))
+		parallelDo(len(data), func(k int) {
+			d := &data[k]
+			newIDs[k] = e.t.keys.chunkID(d.Plain)
+			if d.Codec == blockstore.CodecRaw {
+				if z, ok := blockstore.CompressS2(d.Plain); ok {
+					d.Codec, d.Packed = blockstore.CodecS2, z
+				}
+			}
+		})
+		// Content the target holds already (sent by any datastore).
+		held := make([]chunkLoc, len(data))
+		isHeld := make([]bool, len(data))
+		err = e.m.st.db.View(func(tx *bolt.Tx) error {
+			cb := tx.Bucket(tbucket(e.t.id, 'c'))
+			for k, id := range newIDs {
+				if _, ok := e.chunkIdx[id]; !ok {
+					held[k], isHeld[k] = decodeLoc(cb.Get(id[:]))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fm, err
+		}
+		byBlock := make(map[int]int, len(readAt))
+		for k, i := range readAt {
+			byBlock[i] = k
+		}
 		for i, b := range blocks {
 			if b.Hole {
 				continue
 			}
 			var idx uint32
-			switch {
-			case have[i] && e.hasChunk(ids[i]):
+			switch k, isNew := byBlock[i]; {
+			case !isNew && e.hasChunk(ids[i]):
 				idx = e.chunkIdx[ids[i]]
-			case have[i]:
+			case !isNew:
 				idx = e.addKnown(ids[i], locs[i])
 			default:
-				var d blockstore.ExportData
-				if b.Remote {
-					// Not local yet (a file imported from a target):
-					// read it through the layer, which fetches it.
-					if lv == nil {
-						if lv, err = e.store.OpenLayer(layer); err != nil {
-							return fm, err
-						}
-					}
-					d.Plain = make([]byte, e.bs)
-					if _, err := lv.ReadAt(d.Plain, int64(b.Block)*int64(e.bs)); err != nil {
-						return fm, fmt.Errorf("block %d: %w", b.Block, err)
-					}
-				} else {
-					d = data[at]
-					at++
-				}
-				id := e.t.keys.chunkID(d.Plain)
+				id := newIDs[k]
 				if !b.Remote {
-					learned[b.FP] = id
+					e.learned = append(e.learned, fpPair{b.FP, id})
 				}
-				if idx, err = e.chunkFor(ctx, id, d); err != nil {
-					return fm, err
+				switch {
+				case e.hasChunk(id):
+					idx = e.chunkIdx[id]
+				case isHeld[k]:
+					idx = e.addKnown(id, held[k])
+				default:
+					if idx, err = e.addRecord(ctx, id, data[k]); err != nil {
+						return fm, err
+					}
 				}
 			}
 			fm.blocks = append(fm.blocks, b.Block)
 			fm.chunk = append(fm.chunk, idx)
 		}
-		if len(learned) > 0 {
-			err := e.m.st.db.Update(func(tx *bolt.Tx) error {
-				fb := tx.Bucket(tbucket(e.t.id, 'f'))
-				lb := tx.Bucket(tbucket(e.t.id, 'l'))
-				for fp, id := range learned {
-					if err := fb.Put(append([]byte(nil), fp[:]...), append([]byte(nil), id[:]...)); err != nil {
-						return err
-					}
-					if err := lb.Put(append([]byte(nil), id[:]...), append([]byte(nil), fp[:]...)); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
+		if len(e.learned) >= 16*exportBatch {
+			if err := e.saveLearned(); err != nil {
 				return fm, err
 			}
 		}
 		done := min(int64(first+exportBatch), int64(nb)) * int64(e.bs)
 		e.job.update(func(in *JobInfo) { in.BytesDone += min(done, size) - min(int64(first)*int64(e.bs), size) })
 	}
-	return fm, nil
+	return fm, e.saveLearned()
+}
+
+type fpPair struct {
+	fp blockstore.Fingerprint
+	id ChunkID
+}
+
+// saveLearned writes the fingerprint <-> chunk ID pairs the export
+// learned, in key order (bbolt inserts in order touch each page once).
+// They are a cache: losing them costs re-reading, never correctness.
+func (e *exporter) saveLearned() error {
+	if len(e.learned) == 0 {
+		return nil
+	}
+	pairs := e.learned
+	e.learned = nil
+	return e.m.st.db.Update(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(tbucket(e.t.id, 'f'))
+		lb := tx.Bucket(tbucket(e.t.id, 'l'))
+		sort.Slice(pairs, func(i, j int) bool { return bytes.Compare(pairs[i].fp[:], pairs[j].fp[:]) < 0 })
+		for _, p := range pairs {
+			if err := fb.Put(append([]byte(nil), p.fp[:]...), append([]byte(nil), p.id[:]...)); err != nil {
+				return err
+			}
+		}
+		sort.Slice(pairs, func(i, j int) bool { return bytes.Compare(pairs[i].id[:], pairs[j].id[:]) < 0 })
+		for _, p := range pairs {
+			if err := lb.Put(append([]byte(nil), p.id[:]...), append([]byte(nil), p.fp[:]...)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func (e *exporter) hasChunk(id ChunkID) bool {
@@ -405,30 +467,12 @@ func (e *exporter) addKnown(id ChunkID, loc chunkLoc) uint32 {
 	return idx
 }
 
-// chunkFor returns the manifest's chunk index for content id, adding a
-// record to the object being built when the target does not hold it.
-func (e *exporter) chunkFor(ctx context.Context, id ChunkID, d blockstore.ExportData) (uint32, error) {
-	if idx, ok := e.chunkIdx[id]; ok {
-		return idx, nil
-	}
-	var loc chunkLoc
-	var found bool
-	err := e.m.st.db.View(func(tx *bolt.Tx) error {
-		loc, found = decodeLoc(tx.Bucket(tbucket(e.t.id, 'c')).Get(id[:]))
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	if found {
-		return e.addKnown(id, loc), nil
-	}
+// addRecord appends a record of new content id to the object being built
+// and returns its index in the manifest's chunk table.
+func (e *exporter) addRecord(ctx context.Context, id ChunkID, d blockstore.ExportData) (uint32, error) {
 	codec, payload := d.Codec, d.Packed
 	if codec == blockstore.CodecRaw {
 		payload = d.Plain
-		if z, ok := blockstore.CompressS2(d.Plain); ok {
-			codec, payload = blockstore.CodecS2, z
-		}
 	}
 	if e.cur == nil {
 		o := newObjectID()
@@ -446,6 +490,29 @@ func (e *exporter) chunkFor(ctx context.Context, id ChunkID, d blockstore.Export
 		}
 	}
 	return idx, nil
+}
+
+// parallelDo runs fn(0..n-1) on all CPUs.
+func parallelDo(n int, fn func(i int)) {
+	w := min(runtime.GOMAXPROCS(0), n/16)
+	if w <= 1 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	per := (n + w - 1) / w
+	for lo := 0; lo < n; lo += per {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				fn(i)
+			}
+		}(lo, min(lo+per, n))
+	}
+	wg.Wait()
 }
 
 // flush hands the object being built to the uploader.

@@ -1,6 +1,7 @@
 package objex
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -11,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -497,6 +499,8 @@ func (m *Manager) syncIndex(ctx context.Context, t *target) error {
 func (m *Manager) noteObject(t *target, o ObjectID, size int64, ents []indexEntry) error {
 	return m.st.db.Update(func(tx *bolt.Tx) error {
 		cb := tx.Bucket(tbucket(t.id, 'c'))
+		ents = slices.Clone(ents)
+		sort.Slice(ents, func(i, j int) bool { return bytes.Compare(ents[i].ID[:], ents[j].ID[:]) < 0 })
 		for _, e := range ents {
 			if cb.Get(e.ID[:]) != nil {
 				continue // an earlier copy stays the one we name
