@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -98,6 +100,38 @@ func TestLayerBlocksAndReadExport(t *testing.T) {
 			}
 			if _, err := DecompressBlock(CodecZstd, []byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0}, bs); !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("garbage zstd: %v", err)
+			}
+			// A flipped byte in a pack: ReadExport fails, never returns
+			// other bytes.
+			if err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			packs, _ := filepath.Glob(filepath.Join(dir, "packs", "*.pack"))
+			if len(packs) == 0 {
+				t.Fatal("no packs")
+			}
+			for _, p := range packs {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b[len(b)/2] ^= 0x10
+				if err := os.WriteFile(p, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			again, err := s.LayerBlocks(ls[0], 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var data2 []ExportBlock
+			for _, b := range again {
+				if !b.Hole {
+					data2 = append(data2, b)
+				}
+			}
+			if _, err := s.ReadExport(data2); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("ReadExport of a damaged pack: %v", err)
 			}
 			// Past the end: nothing.
 			if b, err := s.LayerBlocks(ls[0], 40, 10); err != nil || len(b) != 0 {
