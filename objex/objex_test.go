@@ -428,6 +428,21 @@ func TestDownAndBack(t *testing.T) {
 		t.Fatalf("error shows credentials: %v", err)
 	}
 	proxy.set(func(p *faultProxy) { p.down = false })
+	// Wrong credentials: a clear error that shows none of them.
+	c := newNode(t, bs)
+	badSecret := "not-the-secret-0123456789"
+	_, err = c.m.AddTarget(context.Background(), TargetSpec{Name: "t", URL: turl, KeyFile: kf,
+		Store: StoreOptions{Endpoint: endpoint, Region: "us-east-1", AccessKey: gwAccess, SecretKey: badSecret}})
+	if err == nil {
+		t.Fatal("wrong secret accepted")
+	}
+	t.Logf("wrong secret: %v", err)
+	if strings.Contains(err.Error(), badSecret) || strings.Contains(err.Error(), gwAccess) {
+		t.Fatalf("error shows credentials: %v", err)
+	}
+	if infos, _ := c.m.Targets(); len(infos) != 0 {
+		t.Fatalf("a target that failed to open was added: %+v", infos)
+	}
 	if _, _, err := b.ds.NS.Read(ino.Ino, buf, off); err != nil {
 		t.Fatalf("read with the target back: %v", err)
 	}

@@ -120,7 +120,7 @@ func (s *s3Store) String() string { return s.name }
 func (s *s3Store) ensureBucket(ctx context.Context, region string) error {
 	ok, err := s.c.BucketExists(ctx, s.bucket)
 	if err != nil {
-		return s.wrap("bucket "+s.bucket, err)
+		return s.wrap("objex: "+s.name+": bucket "+s.bucket, err)
 	}
 	if ok {
 		return nil
@@ -131,7 +131,7 @@ func (s *s3Store) ensureBucket(ctx context.Context, region string) error {
 		if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
 			return nil
 		}
-		return s.wrap("create bucket "+s.bucket, err)
+		return s.wrap("objex: "+s.name+": create bucket "+s.bucket, err)
 	}
 	return nil
 }
