@@ -274,9 +274,50 @@ func (m *Manager) Import(ctx context.Context, targetName, snap, member, newPath 
 	if err := writeFileAtomic(m.manifestPath(t.id, snap), sealed); err != nil {
 		return snapstore.Attr{}, nil, err
 	}
+	return m.importFile(ds, t, mf, fi, newPath, false)
+}
+
+// ImportAll imports every file of snapshot snap as newDir/<its path>,
+// making directories as needed; see Import.
+func (m *Manager) ImportAll(ctx context.Context, targetName, snap, newDir string) ([]snapstore.Attr, []*Job, error) {
+	ds, err := m.datastore()
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := m.target(ctx, targetName)
+	if err != nil {
+		return nil, nil, err
+	}
+	mf, sealed, err := m.loadManifest(ctx, t, snap)
+	if err != nil {
+		return nil, nil, fmt.Errorf("objex: import refused: %w", err)
+	}
+	if mf.Info.BlockSize != ds.Blocks.BlockSize() {
+		return nil, nil, fmt.Errorf("objex: snapshot %s has %d-byte blocks, this datastore %d: not supported yet",
+			snap, mf.Info.BlockSize, ds.Blocks.BlockSize())
+	}
+	if err := writeFileAtomic(m.manifestPath(t.id, snap), sealed); err != nil {
+		return nil, nil, err
+	}
+	var attrs []snapstore.Attr
+	var jobs []*Job
+	for fi, f := range mf.Info.Files {
+		a, j, err := m.importFile(ds, t, mf, fi, strings.TrimSuffix(newDir, "/")+"/"+f.Path, true)
+		if err != nil {
+			return attrs, jobs, fmt.Errorf("objex: import of %s: %w", f.Path, err)
+		}
+		attrs, jobs = append(attrs, a), append(jobs, j)
+	}
+	return attrs, jobs, nil
+}
+
+// importFile makes the file of one manifest member and starts its
+// thickener.
+func (m *Manager) importFile(ds *snapstore.Datastore, t *target, mf *manifest, fi int, newPath string, mkdirs bool) (snapstore.Attr, *Job, error) {
+	snap := mf.Info.Name
 	name := basisName(t.id, snap, fi)
 	f := mf.Info.Files[fi]
-	attr, root, err := ds.NS.CreateRemote(newPath, name, f.Size, snapstore.NewAttr{Mode: f.Mode, UID: f.UID, GID: f.GID})
+	attr, root, err := ds.NS.CreateRemote(newPath, name, f.Size, snapstore.NewAttr{Mode: f.Mode, UID: f.UID, GID: f.GID}, mkdirs)
 	if err != nil {
 		return snapstore.Attr{}, nil, err
 	}

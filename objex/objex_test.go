@@ -151,7 +151,21 @@ func TestExportImport(t *testing.T) {
 			if err != nil || !bytes.Equal(got, changed) || b.m.Stats().RemoteBytesFetched != 0 {
 				t.Fatalf("thick import after reopen: %v, fetched %d (before: %d)", err, b.m.Stats().RemoteBytesFetched, fetched)
 			}
-			// The small file of the first snapshot, too.
+			// A whole snapshot at once, under a new directory.
+			attrs, jobs, err := b.m.ImportAll(context.Background(), "t1", name, "restored/vms")
+			if err != nil || len(attrs) != 2 || len(jobs) != 2 {
+				t.Fatalf("ImportAll: %v", err)
+			}
+			if got, err := b.readFile("restored/vms/vm.img"); err != nil || !bytes.Equal(got, disk) {
+				t.Fatalf("ImportAll vm.img: %v", err)
+			}
+			if got, err := b.readFile("restored/vms/vm.cfg"); err != nil || !bytes.Equal(got, small) {
+				t.Fatalf("ImportAll vm.cfg: %v", err)
+			}
+			for _, j := range jobs {
+				waitJob(t, j)
+			}
+			// The small file of the first snapshot, alone.
 			if _, _, err := b.m.Import(context.Background(), "t1", name, "vm.cfg", "vm.cfg"); err != nil {
 				t.Fatal(err)
 			}

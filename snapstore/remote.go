@@ -5,16 +5,17 @@ import "github.com/dstore/dstore/blockstore"
 // CreateRemote makes a new regular file at newPath whose content is the
 // remote basis named basis (an OX manifest, resolved by the block store's
 // Options.Remote): an instant clone of data that is not local yet. The
-// parent directory must exist. It returns the file's attributes and the
-// remote layer at the bottom of its volume (what a thickener fills).
-func (ns *Namespace) CreateRemote(newPath, basis string, size int64, na NewAttr) (Attr, blockstore.LayerID, error) {
+// parent directory must exist, unless mkdirs (then missing directories
+// are made, mode 0755). It returns the file's attributes and the remote
+// layer at the bottom of its volume (what a thickener fills).
+func (ns *Namespace) CreateRemote(newPath, basis string, size int64, na NewAttr, mkdirs bool) (Attr, blockstore.LayerID, error) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
 	np, err := CleanPath(newPath)
 	if err != nil {
 		return Attr{}, 0, err
 	}
-	d, name, err := ns.parentFor(np, false)
+	d, name, err := ns.parentFor(np, mkdirs)
 	if err != nil {
 		return Attr{}, 0, err
 	}
