@@ -115,6 +115,7 @@ func TestKernelClient(t *testing.T) {
 // runScenario runs one scenario and adds its line to the summary.
 func runScenario(t *testing.T, h *harness, sc scenario, mu *sync.Mutex, summary *[]string) {
 	start := time.Now()
+	var why string
 	defer func() {
 		status := "passed"
 		switch {
@@ -123,11 +124,17 @@ func runScenario(t *testing.T, h *harness, sc scenario, mu *sync.Mutex, summary 
 		case t.Failed():
 			status = "FAILED"
 		}
+		line := fmt.Sprintf("%-8s %-7s %6.1fs", sc.name, status, time.Since(start).Seconds())
+		if t.Failed() && why != "" {
+			// The summary is the tail of a long log, often all a CI
+			// report keeps: say there why the scenario failed.
+			line += "  " + why
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		*summary = append(*summary, fmt.Sprintf("%-8s %-7s %6.1fs", sc.name, status, time.Since(start).Seconds()))
+		*summary = append(*summary, line)
 	}()
-	h.run(t, sc)
+	h.run(t, sc, &why)
 }
 
 // harness is what every scenario shares: where things are, and the server
@@ -213,8 +220,10 @@ func goTool() string {
 	return "/usr/local/go/bin/go"
 }
 
-// run boots one guest for sc and fails t unless the script exits 0.
-func (h *harness) run(t *testing.T, sc scenario) {
+// run boots one guest for sc and fails t unless the script exits 0. It
+// sets *why to the script's first FAIL line, if it printed one (t.Fatal
+// unwinds the caller too, so not as a result).
+func (h *harness) run(t *testing.T, sc scenario, why *string) {
 	for _, tool := range sc.tools {
 		h.ensureTool(t, tool)
 	}
@@ -247,6 +256,7 @@ func (h *harness) run(t *testing.T, sc scenario) {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 	out := newLineLogger(t)
+	defer func() { *why = out.failure() }()
 	cmd.Stdout = out
 	cmd.Stderr = out
 	t.Logf("%s -m %s -d %s -t %s %s", filepath.Join(h.umlnfs, "run"), sc.mem, sc.disk, secs, script)
@@ -297,9 +307,27 @@ func (h *harness) ensureTool(t *testing.T, tool string) {
 // lineLogger streams what the guest prints into the test log, a line at a
 // time, as it comes (with go test -v).
 type lineLogger struct {
-	t   *testing.T
-	mu  sync.Mutex
-	buf []byte
+	t    *testing.T
+	mu   sync.Mutex
+	buf  []byte
+	fail string // the first line with "FAIL" or "WATCHDOG"
+}
+
+// failure is the first line that said why the scenario failed, if any.
+func (l *lineLogger) failure() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fail
+}
+
+func (l *lineLogger) line(s string) {
+	if l.fail == "" && (strings.Contains(s, "FAIL") || strings.Contains(s, "WATCHDOG")) {
+		l.fail = strings.TrimSpace(s)
+		if len(l.fail) > 400 {
+			l.fail = l.fail[:400] + "..."
+		}
+	}
+	l.t.Log(s)
 }
 
 func newLineLogger(t *testing.T) *lineLogger { return &lineLogger{t: t} }
@@ -313,7 +341,7 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		l.t.Log(strings.TrimRight(string(l.buf[:i]), "\r"))
+		l.line(strings.TrimRight(string(l.buf[:i]), "\r"))
 		l.buf = l.buf[i+1:]
 	}
 	return len(p), nil
@@ -324,7 +352,7 @@ func (l *lineLogger) Flush() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.buf) > 0 {
-		l.t.Log(string(l.buf))
+		l.line(string(l.buf))
 		l.buf = nil
 	}
 }
