@@ -71,6 +71,9 @@ var (
 	stackPats  = []string{"*.img", "db*", "vm1", "vm2/*.img", "vm1/**/*.img", "a.img", "*", "data/**", "*.vmdk"}
 )
 
+// mFile is a live file's content, shared by its hard links.
+type mFile struct{ data []byte }
+
 type mSnap struct {
 	seq     uint64
 	id      string
@@ -88,7 +91,7 @@ type stackRun struct {
 	bs     int
 	crashy bool // this session can be copied while open (no background destage)
 
-	files  map[string][]byte // live files by path
+	files  map[string]*mFile // live files by path; hard links share one
 	dirs   map[string]bool   // live directories by path ("" is the root)
 	groups map[string][]string
 	snaps  map[uint64]*mSnap
@@ -130,7 +133,7 @@ func runStackModel(t *testing.T, seed uint64, ops int) {
 		t.Fatal(err)
 	}
 	r := &stackRun{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 0xd5)), dir: dir,
-		files: map[string][]byte{}, dirs: map[string]bool{"": true}, groups: map[string][]string{},
+		files: map[string]*mFile{}, dirs: map[string]bool{"": true}, groups: map[string][]string{},
 		snaps: map[uint64]*mSnap{}, counts: map[string]int{}}
 	r.open()
 	defer func() {
@@ -194,6 +197,10 @@ func (r *stackRun) restart(unclean bool) {
 		return
 	}
 	r.logf("restart (unclean copy)")
+	// Uncommitted unstable writes become durable here, as an NFS COMMIT
+	// or the flusher would make them; a kill after this loses nothing
+	// acknowledged.
+	r.must("sync", r.ds.Blocks.Sync())
 	n, _ := strconv.Atoi(strings.TrimPrefix(filepath.Base(r.dir), "ds"))
 	cp := filepath.Join(filepath.Dir(r.dir), fmt.Sprintf("ds%d", n+1))
 	r.must("copy", copyDataDir(r.dir, cp))
@@ -265,7 +272,7 @@ func (r *stackRun) content(n int) []byte {
 		return make([]byte, n)
 	default:
 		if ps := r.paths(); len(ps) > 0 {
-			src := r.files[ps[r.rng.IntN(len(ps))]]
+			src := r.files[ps[r.rng.IntN(len(ps))]].data
 			if len(src) >= n {
 				off := r.rng.IntN(len(src)-n+1) &^ (r.bs - 1)
 				return bytes.Clone(src[off : off+n])
@@ -393,7 +400,8 @@ func (r *stackRun) do() {
 			to := r.anyPath()
 			r.logf("rename %s %s", p, to)
 			r.must("rename", r.fs.Rename(p, to))
-			if to != p {
+			// Two names of one file: POSIX rename does nothing.
+			if to != p && r.files[to] != r.files[p] {
 				r.files[to] = r.files[p]
 				delete(r.files, p)
 			}
@@ -443,7 +451,7 @@ func (r *stackRun) do() {
 		r.logf("clone %s:%s %s", s.id, m, to)
 		_, err := ns.Clone(s.seq, m, to)
 		r.must("clone", err)
-		r.files[to] = bytes.Clone(s.members[m])
+		r.files[to] = &mFile{bytes.Clone(s.members[m])}
 	case op < 64: // clone --live, often of a clone
 		p, ok := r.pickFile()
 		if !ok {
@@ -456,7 +464,7 @@ func (r *stackRun) do() {
 		r.logf("clone --live %s %s", p, to)
 		_, err := ns.CloneLive(p, to)
 		r.must("clone --live", err)
-		r.files[to] = bytes.Clone(r.files[p])
+		r.files[to] = &mFile{bytes.Clone(r.files[p].data)}
 	case op < 66: // clone onto an existing file: refused, nothing changes
 		s, ok := r.pickSnap()
 		p, ok2 := r.pickFile()
@@ -468,6 +476,23 @@ func (r *stackRun) do() {
 		if _, err := ns.Clone(s.seq, m, p); !errors.Is(err, snapstore.ErrExist) {
 			r.fatalf("clone onto existing %s: %v, want ErrExist", p, err)
 		}
+	case op < 68: // a hard link (no billy call for it): the two names share a file
+		p, ok := r.pickFile()
+		to, ok2 := r.freePath()
+		if !ok || !ok2 {
+			return
+		}
+		a, err := ns.LookupPath(p)
+		r.must("lookup "+p, err)
+		d, err := ns.LookupPath(path.Dir(to))
+		if path.Dir(to) == "." {
+			d, err = ns.LookupPath("")
+		}
+		r.must("lookup dir of "+to, err)
+		r.logf("link %s %s", p, to)
+		_, err = ns.Link(a.Ino, d.Ino, path.Base(to))
+		r.must("link", err)
+		r.files[to] = r.files[p]
 	case op < 72:
 		r.restore()
 	case op < 77: // delete a snapshot
@@ -509,7 +534,7 @@ func (r *stackRun) do() {
 		_, err = f.Write(data)
 		r.must("write "+p, err)
 		r.must("close "+p, f.Close())
-		r.files[p] = data
+		r.set(p, data)
 	}
 }
 
@@ -545,7 +570,10 @@ func (r *stackRun) write() {
 	if !ok || r.rng.IntN(10) == 0 {
 		p = r.anyPath()
 	}
-	cur := r.files[p]
+	var cur []byte
+	if f := r.files[p]; f != nil {
+		cur = f.data
+	}
 	off := r.rng.IntN(len(cur) + 2*r.bs)
 	if r.rng.IntN(3) == 0 {
 		off &^= r.bs - 1 // aligned: whole blocks, so the pool deduplicates
@@ -561,12 +589,28 @@ func (r *stackRun) write() {
 	r.must("seek", err)
 	_, err = f.Write(data)
 	r.must("write "+p, err)
-	r.must("close "+p, f.Close())
+	// An unstable write left uncommitted is acknowledged all the same: it
+	// is in every later snapshot, clone and read, and durable after the
+	// next Sync (which an unclean restart makes first).
+	if r.rng.IntN(3) > 0 {
+		r.must("close "+p, f.Close())
+	} else {
+		r.logf("(left uncommitted)")
+	}
 	if end := off + n; end > len(cur) {
 		cur = append(cur, make([]byte, end-len(cur))...)
 	}
 	copy(cur[off:], data)
-	r.files[p] = cur
+	r.set(p, cur)
+}
+
+// set gives the file at p (and its other links) new content, or makes it.
+func (r *stackRun) set(p string, data []byte) {
+	if f := r.files[p]; f != nil {
+		f.data = data
+		return
+	}
+	r.files[p] = &mFile{data}
 }
 
 func (r *stackRun) truncate() {
@@ -574,7 +618,7 @@ func (r *stackRun) truncate() {
 	if !ok {
 		return
 	}
-	cur := r.files[p]
+	cur := r.files[p].data
 	size := r.rng.IntN(len(cur) + 3*r.bs + 1)
 	r.logf("truncate %s to %d (from %d)", p, size, len(cur))
 	f, err := r.fs.OpenFile(p, os.O_RDWR, 0)
@@ -586,7 +630,7 @@ func (r *stackRun) truncate() {
 	} else {
 		cur = append(cur, make([]byte, size-len(cur))...)
 	}
-	r.files[p] = cur
+	r.set(p, cur)
 }
 
 func (r *stackRun) snapshot() {
@@ -615,7 +659,7 @@ func (r *stackRun) snapshot() {
 	}
 	ms := &mSnap{seq: s.Seq, id: s.ID(), group: g, members: map[string][]byte{}}
 	for _, p := range want {
-		ms.members[p] = bytes.Clone(r.files[p])
+		ms.members[p] = bytes.Clone(r.files[p].data)
 	}
 	r.snaps[s.Seq] = ms
 }
@@ -645,7 +689,7 @@ func (r *stackRun) restore() {
 		r.fatalf("restore of %s restored %v, want %v", s.id, done, want)
 	}
 	for _, p := range want {
-		r.files[p] = bytes.Clone(s.members[p])
+		r.set(p, bytes.Clone(s.members[p]))
 		r.addDirs(p)
 	}
 }
@@ -732,10 +776,11 @@ func (r *stackRun) check() {
 				continue
 			}
 			gotFiles[p] = true
-			want, ok := r.files[p]
+			wf, ok := r.files[p]
 			if !ok {
 				r.fatalf("%s is in the datastore, not in the model", p)
 			}
+			want := wf.data
 			if e.Size() != int64(len(want)) {
 				r.fatalf("%s: size %d, want %d", p, e.Size(), len(want))
 			}
