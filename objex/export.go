@@ -19,6 +19,11 @@ import (
 type ExportOptions struct {
 	// Name of the snapshot in the target; "" = "<group>@<snapshot ID>".
 	Name string
+	// ByGroup marks an export made because the snapshot's protection group
+	// names the target (scheduled exports): the manifest says so
+	// (SnapshotSource.ByGroup), so that the group's retention may later
+	// delete it from the target (see Retire).
+	ByGroup bool
 }
 
 // DefaultExportName is the name an export gives a snapshot by default.
@@ -69,6 +74,13 @@ func (m *Manager) Export(ctx context.Context, seq uint64, targetName string, o E
 	id, err := m.st.nextJobID()
 	if err != nil {
 		return nil, err
+	}
+	if o.ByGroup {
+		// Before the record: a mark without a record is harmless, a record
+		// without its mark would export unmarked (kept by retention).
+		if err := m.markGroupExport(id); err != nil {
+			return nil, err
+		}
 	}
 	r := jobRecord{ID: id, Kind: "export", State: JobQueued, TargetName: targetName, Seq: seq, Name: name}
 	if err := m.st.putJSON(bJobs, u64key(id), &r); err != nil {
@@ -211,7 +223,7 @@ func (m *Manager) runExport(ctx context.Context, j *Job, r *jobRecord) error {
 	e.mf.Info = ManifestInfo{Format: manifestFormat, Version: 1, Name: r.Name, ExportedNs: time.Now().UnixNano(),
 		BlockSize: e.bs, Files: e.mf.Info.Files, Bytes: e.mf.Info.Bytes,
 		Snapshot: SnapshotSource{ID: snap.ID(), Seq: snap.Seq, Group: snap.Group, Label: snap.Label,
-			CreatedNs: snap.Created, DatastoreID: ds.Blocks.ID()}}
+			CreatedNs: snap.Created, DatastoreID: ds.Blocks.ID(), ByGroup: m.groupExport(r.ID)}}
 	for _, o := range e.mf.objs {
 		e.mf.Info.Objects = append(e.mf.Info.Objects, o.String())
 	}

@@ -387,6 +387,10 @@ type SnapshotSource struct {
 	Label       string `json:"label,omitempty"`
 	CreatedNs   int64  `json:"created_ns"`
 	DatastoreID uint64 `json:"datastore_id"`
+	// ByGroup: exported because the snapshot's group names the target
+	// (ExportOptions.ByGroup), so the group's retention applies to it on
+	// the target too.
+	ByGroup bool `json:"by_group,omitempty"`
 }
 
 // FileInfo is one file of an exported snapshot.
