@@ -228,21 +228,28 @@ func (s *Store) readRun(locs []chunkLoc, lo, hi int64, out [][]byte) error {
 		return fmt.Errorf("blockstore: pack %d: %w", pack, err)
 	}
 	buf := make([]byte, hi-lo)
-	_, err = h.f.ReadAt(buf, lo)
+	n, err := h.f.ReadAt(buf, lo)
 	s.packs.release(h)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			// The chunk table points past the end of the pack.
-			return fmt.Errorf("blockstore: pack %d is shorter than its chunks (%w): %w", pack, err, ErrCorrupt)
-		}
+	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("blockstore: reading pack %d at %d: %w", pack, lo, err)
 	}
 	for _, l := range locs {
-		data, err := s.openChunk(buf[l.rec.off-lo:], l.rec)
+		var data []byte
+		rel := l.rec.off - lo
+		if end := rel + int64(chunkHeaderSize+l.rec.n); end > int64(n) {
+			// The chunk table points past the end of the pack.
+			err = fmt.Errorf("blockstore: pack %d is shorter than its chunks (%w): %w", pack, io.ErrUnexpectedEOF, ErrCorrupt)
+		} else {
+			data, err = s.openChunk(buf[rel:], l.rec)
+		}
 		if err != nil {
 			s.logger.Error("blockstore: corrupt chunk", "chunk", l.id, "pack", pack, "offset", l.rec.off, "err", err)
 			s.quarantineChunk(l.id, l.rec.fp)
-			return fmt.Errorf("chunk %d (pack %d offset %d): %w", l.id, pack, l.rec.off, err)
+			good, ok := s.repairRead(l.id, l.rec, err)
+			if !ok {
+				return fmt.Errorf("chunk %d (pack %d offset %d): %w", l.id, pack, l.rec.off, err)
+			}
+			data = good
 		}
 		s.cache.put(l.id, data)
 		out[l.at] = data

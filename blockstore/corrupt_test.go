@@ -171,7 +171,8 @@ func flipByte(t *testing.T, path string, off int64) {
 // checkCorruptReads reopens the store and reads every block on its own, in
 // a shuffled order (no read-ahead): the blocks in bad must fail with
 // ErrCorrupt, every other block must read back exactly. A read spanning
-// the whole volume must fail too.
+// the whole volume must fail too (or, with no bad blocks, read back
+// exactly).
 func checkCorruptReads(t *testing.T, s *Store, vol VolumeID, bad []uint64) {
 	t.Helper()
 	v, err := s.OpenVolume(vol)
@@ -198,8 +199,14 @@ func checkCorruptReads(t *testing.T, s *Store, vol VolumeID, bad []uint64) {
 		}
 	}
 	all := make([]byte, corruptBlocks*corruptBS)
-	if _, err := v.ReadAt(all, 0); !errors.Is(err, ErrCorrupt) {
+	_, err = v.ReadAt(all, 0)
+	switch {
+	case len(bad) > 0 && !errors.Is(err, ErrCorrupt):
 		t.Errorf("read of the whole volume: %v; want ErrCorrupt", err)
+	case len(bad) == 0 && err != nil:
+		t.Errorf("read of the whole volume: %v", err)
+	case len(bad) == 0 && !bytes.Equal(all, bytes.Join(img, nil)):
+		t.Errorf("read of the whole volume: wrong content")
 	}
 }
 

@@ -171,8 +171,14 @@ type Store struct {
 	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
 	gcMark *bitset      // non-nil while a GC marks (I7)
 
-	quarMu     sync.Mutex             // guards quarantine
+	quarMu     sync.Mutex             // guards quarantine and repairing
 	quarantine map[uint64]Fingerprint // corrupt chunks to drop from the index
+	repairing  map[uint64]bool        // corrupt chunks queued or being rewritten (repair.go)
+	repairQ    []repairItem           // good copies to write back
+	repairBusy bool                   // repairLoop is running
+
+	repairer atomic.Pointer[Repairer]
+	repStats struct{ served, rewritten, failed atomic.Int64 }
 
 	stripes [4096]sync.Mutex
 

@@ -130,6 +130,9 @@ func (m *Manager) Attach(ds *snapstore.Datastore) error {
 	m.mu.Lock()
 	m.ds = ds
 	m.mu.Unlock()
+	// A chunk that fails verification locally is read from a target that
+	// holds a copy, and rewritten (repair.go).
+	ds.Blocks.SetRepairer(m)
 	recs, err := m.jobRecords()
 	if err != nil {
 		return err
@@ -154,6 +157,12 @@ func (m *Manager) Attach(ds *snapstore.Datastore) error {
 // Close stops every job (they resume at the next Attach) and closes the
 // state. Close the manager before the datastore.
 func (m *Manager) Close() error {
+	m.mu.Lock()
+	ds := m.ds
+	m.mu.Unlock()
+	if ds != nil {
+		ds.Blocks.SetRepairer(nil)
+	}
 	m.cancel()
 	m.wg.Wait()
 	return m.st.close()
