@@ -29,6 +29,31 @@ var ops = map[string]opDef{
 	"status":          def(false, (*Service).Status),
 	"gc":              def(true, (*Service).GC),
 	"verify":          def(true, (*Service).Verify),
+
+	// Object exchange (ox.go). Arguments with credentials or passphrases
+	// are audited with those redacted.
+	"target.add":           def(true, (*Service).TargetAdd),
+	"target.list":          def(false, (*Service).TargetList),
+	"target.remove":        def(true, (*Service).TargetRemove),
+	"target.set_bandwidth": def(true, (*Service).TargetSetBandwidth),
+	"target.rekey":         def(true, (*Service).TargetRekey),
+	"target.unlock":        def(true, (*Service).TargetUnlock),
+	"target.snapshots":     def(false, (*Service).TargetSnapshots),
+	"target.verify":        def(false, (*Service).TargetVerify),
+	"target.prune":         def(true, (*Service).TargetPrune),
+	"export":               def(true, (*Service).Export),
+	"import":               def(true, (*Service).Import),
+	"jobs":                 def(false, (*Service).Jobs),
+	"job":                  def(false, (*Service).JobShow),
+}
+
+// callerKey carries the Peer of an operation in its context.
+type callerKey struct{}
+
+// callerOf returns who asked for the operation running with ctx.
+func callerOf(ctx context.Context) Peer {
+	p, _ := ctx.Value(callerKey{}).(Peer)
+	return p
 }
 
 type opDef struct {
@@ -61,7 +86,7 @@ func (s *Service) dispatch(ctx context.Context, who Peer, op string, args []byte
 	if !ok {
 		return nil, wireError(fmt.Errorf("operation %q: %w", op, ErrUnknownOp))
 	}
-	res, err := d.call(s, ctx, args)
+	res, err := d.call(s, context.WithValue(ctx, callerKey{}, who), args)
 	if d.audited {
 		if aerr := s.record(op, auditArgs(args), s.via, who, err, detail(res, err)); aerr != nil {
 			s.log.Error("control: writing the audit log", "operation", op, "err", aerr)
@@ -87,6 +112,7 @@ func auditArgs(raw []byte) json.RawMessage {
 	if len(raw) == 0 {
 		return json.RawMessage("{}")
 	}
+	raw = redact(raw)
 	if err := json.Compact(&b, raw); err != nil {
 		q, _ := json.Marshal(string(raw))
 		return q
@@ -109,6 +135,13 @@ func detail(res any, err error) string {
 		s := "snapshot " + r.ID
 		if len(r.Deleted) > 0 {
 			s += "; retention deleted " + strings.Join(r.Deleted, ", ")
+		}
+		for _, e := range r.Exports {
+			if e.Error != "" {
+				s += fmt.Sprintf("; export to %s did not start: %s", e.Target, e.Error)
+			} else {
+				s += fmt.Sprintf("; export to %s: job %d", e.Target, e.Job)
+			}
 		}
 		return s
 	case PruneResult:
@@ -135,6 +168,27 @@ func detail(res any, err error) string {
 		return fmt.Sprintf("freed %d chunks (%d bytes), deleted %d packs, compacted %d", r.ChunksFreed, r.BytesFreed, r.PacksDeleted, r.PacksCompacted)
 	case VerifyResult:
 		return fmt.Sprintf("checked %d chunks, %d corrupt", r.ChunksChecked, len(r.Corrupt))
+	case Target:
+		return fmt.Sprintf("target %s (%s, ID %s)", r.Name, r.URL, r.ID)
+	case TargetRemoveResult:
+		return "removed target " + r.Name
+	case TargetPruneResult:
+		s := fmt.Sprintf("deleted %d objects (%d bytes)", r.Objects, r.Bytes)
+		if r.DryRun {
+			s = fmt.Sprintf("would delete %d objects (%d bytes)", r.Objects, r.Bytes)
+		}
+		if len(r.DeletedSnapshots) > 0 {
+			s = "deleted snapshots " + strings.Join(r.DeletedSnapshots, ", ") + "; " + s
+		}
+		return s
+	case Job:
+		return fmt.Sprintf("job %d: %s of %s to target %s", r.ID, r.Kind, r.Snapshot, r.Target)
+	case ImportResult:
+		var fs []string
+		for _, f := range r.Files {
+			fs = append(fs, fmt.Sprintf("%s -> %s (job %d)", f.Member, f.Path, f.Job))
+		}
+		return fmt.Sprintf("from %s of target %s: %s", r.Snapshot, r.Target, strings.Join(fs, ", "))
 	}
 	return ""
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/dstore/dstore/blockstore"
+	"github.com/dstore/dstore/objex"
 	"github.com/dstore/dstore/snapstore"
 )
 
@@ -54,6 +55,12 @@ var wireErrors = []struct {
 	{"too_large", http.StatusBadRequest, blockstore.ErrTooLarge},
 	{"frozen", http.StatusConflict, blockstore.ErrFrozen},
 	{"in_use", http.StatusConflict, blockstore.ErrInUse},
+	{"no_target", http.StatusNotFound, ErrNoTarget},
+	{"no_job", http.StatusNotFound, ErrNoJob},
+	{"no_ox", http.StatusNotImplemented, ErrNoOX},
+	{"wrong_key", http.StatusForbidden, objex.ErrKey},
+	{"target_corrupt", http.StatusBadGateway, objex.ErrCorrupt},
+	{"no_object", http.StatusNotFound, objex.ErrNotExist},
 	{"bad_request", http.StatusBadRequest, ErrBadRequest},
 	{"unknown_operation", http.StatusNotFound, ErrUnknownOp},
 	{"canceled", http.StatusServiceUnavailable, context.Canceled},

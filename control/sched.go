@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -62,7 +63,7 @@ type missedArgs struct {
 
 // fire is one scheduled run of a group.
 func (s *Service) fire(group string, at time.Time) error {
-	res, err := s.runGroup(group, "", true)
+	res, err := s.runGroup(context.Background(), group, "", true, "scheduler", Peer{})
 	if res.ID != "" {
 		// The snapshot exists: the run happened, even if retention failed.
 		if nerr := s.ns().NoteScheduledRun(group, at); nerr != nil {

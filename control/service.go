@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dstore/dstore/blockstore"
+	"github.com/dstore/dstore/objex"
 	"github.com/dstore/dstore/snapstore"
 )
 
@@ -31,6 +32,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is reported by ping.
 	Version string
+	// OX is the datastore's object exchange (opened on DIR/ox, attached to
+	// the datastore); nil: the OX operations fail with ErrNoOX.
+	OX *objex.Manager
+	// Passphrases are the OX manager's Getenv (objex.Config.Getenv); nil:
+	// a new one, which then only the service reads.
+	Passphrases *Passphrases
 }
 
 // Service performs the control operations on an open datastore and
@@ -44,6 +51,9 @@ type Service struct {
 	via     string
 	version string
 
+	ox          *objex.Manager
+	passphrases *Passphrases
+
 	mu   sync.Mutex
 	wake func() // tells the scheduler that groups changed
 }
@@ -55,7 +65,11 @@ func NewService(ds *snapstore.Datastore, dir string, o Options) (*Service, error
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{ds: ds, dir: dir, audit: a, clock: o.Clock, log: o.Logger, via: o.Via, version: o.Version}
+	s := &Service{ds: ds, dir: dir, audit: a, clock: o.Clock, log: o.Logger, via: o.Via, version: o.Version,
+		ox: o.OX, passphrases: o.Passphrases}
+	if s.passphrases == nil {
+		s.passphrases = NewPassphrases()
+	}
 	if s.clock == nil {
 		s.clock = snapstore.RealClock()
 	}
@@ -185,6 +199,9 @@ func (s *Service) GroupCreate(_ context.Context, a GroupCreateArgs) (GroupDetail
 			return GroupDetail{}, err
 		}
 	}
+	if err := s.checkTargets(a.Targets); err != nil {
+		return GroupDetail{}, err
+	}
 	g, err := s.ns().CreateGroup(a.Name, snapstore.GroupSpec{Match: a.Match, Schedules: a.Schedules,
 		Retention: a.Retention, Targets: a.Targets})
 	if errors.Is(err, snapstore.ErrGroupExists) {
@@ -238,6 +255,9 @@ func (s *Service) GroupEdit(_ context.Context, a GroupEditArgs) (GroupDetail, er
 		if err := snapstore.ValidPattern(m); err != nil {
 			return GroupDetail{}, err
 		}
+	}
+	if err := s.checkTargets(a.Targets); err != nil {
+		return GroupDetail{}, err
 	}
 	g, err := s.ns().EditGroup(a.Name, func(sp *snapstore.GroupSpec) error {
 		if len(a.Match) > 0 {
@@ -316,15 +336,18 @@ func (s *Service) GroupDelete(_ context.Context, a GroupDeleteArgs) (GroupDelete
 	return res, nil
 }
 
-// GroupRun takes a snapshot of the group now and applies its retention:
-// what a system crontab calls.
-func (s *Service) GroupRun(_ context.Context, a GroupRunArgs) (RunResult, error) {
-	return s.runGroup(a.Name, a.Label, true)
+// GroupRun takes a snapshot of the group now, applies its retention and
+// starts the exports to its targets: what a system crontab calls.
+func (s *Service) GroupRun(ctx context.Context, a GroupRunArgs) (RunResult, error) {
+	return s.runGroup(ctx, a.Name, a.Label, true, s.via, callerOf(ctx))
 }
 
-// runGroup snapshots a group and applies its retention. A retention that
-// fails leaves the snapshot and returns the error with the result.
-func (s *Service) runGroup(name, label string, scheduled bool) (RunResult, error) {
+// runGroup snapshots a group, applies its retention and starts an export
+// of the new snapshot to each of the group's targets (on behalf of via and
+// who, for the audit log). A retention that fails leaves the snapshot and
+// returns the error with the result; an export that does not start is
+// reported in the result (Exports), logged and audited.
+func (s *Service) runGroup(ctx context.Context, name, label string, scheduled bool, via string, who Peer) (RunResult, error) {
 	g, err := s.group(name)
 	if err != nil {
 		return RunResult{}, err
@@ -333,9 +356,13 @@ func (s *Service) runGroup(name, label string, scheduled bool) (RunResult, error
 	if err != nil {
 		return RunResult{}, err
 	}
-	res := RunResult{ID: sn.ID(), Snapshot: snapshotView(sn), Policy: g.Retention.String(), Kept: []string{}, Deleted: []string{}}
+	res := RunResult{ID: sn.ID(), Snapshot: snapshotView(sn), Policy: g.Retention.String(), Kept: []string{}, Deleted: []string{},
+		Exports: []ExportStart{}}
 	pr, err := s.prune(name, false)
 	res.Kept, res.Deleted = kept(pr.Plan), pr.Deleted
+	if len(g.Targets) > 0 && !slices.Contains(res.Deleted, res.ID) {
+		res.Exports = s.startExports(ctx, g, sn, via, who)
+	}
 	if err != nil {
 		return res, fmt.Errorf("snapshot %s taken, but retention failed: %w", res.ID, err)
 	}
@@ -384,6 +411,7 @@ func (s *Service) prune(name string, dryRun bool) (PruneResult, error) {
 			}
 		}
 	}
+	s.retire(name, res.Deleted)
 	return res, err
 }
 
@@ -626,6 +654,9 @@ func (s *Service) Status(context.Context, Empty) (Status, error) {
 		out.Snapshots = []snapstore.SnapshotUsage{}
 	}
 	out.SnapshotCount = len(us)
+	if s.ox != nil {
+		out.RemoteBytesFetched = s.ox.Stats().RemoteBytesFetched
+	}
 	return out, nil
 }
 

@@ -106,14 +106,16 @@ type GroupDeleteResult struct {
 	DeletedSnapshots []string `json:"deleted_snapshots"`
 }
 
-// RunResult is the result of group.run: the snapshot taken and what
-// retention then kept and deleted (IDs, newest first).
+// RunResult is the result of group.run: the snapshot taken, what
+// retention then kept and deleted (IDs, newest first), and the exports
+// started to the group's targets.
 type RunResult struct {
-	ID       string   `json:"id"`
-	Snapshot Snapshot `json:"snapshot"`
-	Policy   string   `json:"policy"`
-	Kept     []string `json:"kept"`
-	Deleted  []string `json:"deleted"`
+	ID       string        `json:"id"`
+	Snapshot Snapshot      `json:"snapshot"`
+	Policy   string        `json:"policy"`
+	Kept     []string      `json:"kept"`
+	Deleted  []string      `json:"deleted"`
+	Exports  []ExportStart `json:"exports"`
 }
 
 // PruneResult is the result of group.prune: the plan, newest first, and
@@ -272,6 +274,10 @@ type Status struct {
 	// unique bytes (what deleting it alone, and a GC, would free), oldest
 	// first.
 	Snapshots []snapstore.SnapshotUsage `json:"snapshots"`
+	// RemoteBytesFetched: bytes read from OX targets (GETs of imported
+	// files' blocks, by reads and thickening) since the daemon (or this
+	// command) started.
+	RemoteBytesFetched int64 `json:"remote_bytes_fetched"`
 }
 
 // PackStatus describes one pack.
