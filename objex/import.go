@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dstore/dstore/blockstore"
@@ -54,7 +55,54 @@ type remoteBasis struct {
 	t  *target
 	mf *manifest
 	fm *fileMap
-	bs int
+	bs int // the manifest's block size
+	// dbs is the datastore's block size once known (0 before Attach). When
+	// it differs from bs, a datastore block is assembled from the manifest
+	// blocks it overlaps, or cut from the one it lies in (see fetch).
+	dbs atomic.Int64
+}
+
+// dsBlockSize is the datastore's block size, or 0 while unknown.
+func (rb *remoteBasis) dsBlockSize() int {
+	if v := rb.dbs.Load(); v > 0 {
+		return int(v)
+	}
+	rb.m.mu.Lock()
+	ds := rb.m.ds
+	rb.m.mu.Unlock()
+	if ds == nil {
+		return 0
+	}
+	v := ds.Blocks.BlockSize()
+	rb.dbs.Store(int64(v))
+	return v
+}
+
+// span is the manifest blocks [lo, hi) that datastore block n (of dbs
+// bytes) overlaps.
+func (rb *remoteBasis) span(n int64, dbs int) (lo, hi uint64) {
+	start := uint64(n) * uint64(dbs)
+	lo = start / uint64(rb.bs)
+	hi = (start + uint64(dbs) + uint64(rb.bs) - 1) / uint64(rb.bs)
+	return lo, hi
+}
+
+// dsBlocks maps manifest blocks (sorted) to the datastore blocks (of dbs
+// bytes) that hold them, sorted and unique.
+func (rb *remoteBasis) dsBlocks(blocks []uint64, dbs int) []uint64 {
+	if dbs == rb.bs {
+		return blocks
+	}
+	out := make([]uint64, 0, len(blocks))
+	for _, b := range blocks {
+		start, end := b*uint64(rb.bs), (b+1)*uint64(rb.bs)
+		for n := start / uint64(dbs); n*uint64(dbs) < end; n++ {
+			if len(out) == 0 || out[len(out)-1] < n {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 func (m *Manager) basis(name string) (*remoteBasis, error) {
@@ -132,6 +180,20 @@ func writeFileAtomic(p string, data []byte) error {
 
 // Locate implements blockstore.RemoteIndex.
 func (rb *remoteBasis) Locate(n int64) (bool, blockstore.Fingerprint, bool) {
+	if dbs := rb.dsBlockSize(); dbs != rb.bs {
+		// Another block size: no local fingerprint can match. A hole
+		// when no manifest block overlaps; unknown before Attach.
+		if dbs == 0 {
+			return false, blockstore.Fingerprint{}, false
+		}
+		lo, hi := rb.span(n, dbs)
+		for b := lo; b < hi; b++ {
+			if _, ok := rb.fm.lookup(b); ok {
+				return false, blockstore.Fingerprint{}, false
+			}
+		}
+		return true, blockstore.Fingerprint{}, true
+	}
 	idx, ok := rb.fm.lookup(uint64(n))
 	if !ok {
 		return true, blockstore.Fingerprint{}, true
@@ -142,6 +204,9 @@ func (rb *remoteBasis) Locate(n int64) (bool, blockstore.Fingerprint, bool) {
 
 // Fetched implements blockstore.RemoteIndex.
 func (rb *remoteBasis) Fetched(n int64, fp blockstore.Fingerprint) {
+	if rb.dsBlockSize() != rb.bs {
+		return // a datastore block is not a manifest chunk
+	}
 	if idx, ok := rb.fm.lookup(uint64(n)); ok {
 		rb.m.st.learn(rb.t.id, rb.mf.chunks[idx].ID, fp)
 	}
@@ -172,9 +237,60 @@ const maxRange = 4 << 20
 // in one ranged GET, each record verified, decrypted and decompressed. It
 // returns the holes and the bytes it fetched.
 func (rb *remoteBasis) fetch(ctx context.Context, st ObjectStore, ns []int64, p [][]byte) ([]bool, int64, error) {
-	if rb.bs != len(p[0]) {
-		return nil, 0, fmt.Errorf("objex: manifest block size %d, datastore %d", rb.bs, len(p[0]))
+	if len(ns) == 0 {
+		return nil, 0, nil
 	}
+	dbs := len(p[0])
+	if dbs == rb.bs {
+		return rb.fetchBlocks(ctx, st, ns, p)
+	}
+	rb.dbs.Store(int64(dbs))
+	// Another block size: fetch the manifest blocks each datastore block
+	// overlaps, once each, and copy the overlapping bytes.
+	var mns []int64
+	at := map[uint64]int{}
+	for _, n := range ns {
+		lo, hi := rb.span(n, dbs)
+		for b := lo; b < hi; b++ {
+			if _, ok := at[b]; !ok {
+				at[b] = len(mns)
+				mns = append(mns, int64(b))
+			}
+		}
+	}
+	bufs := make([][]byte, len(mns))
+	for k := range bufs {
+		bufs[k] = make([]byte, rb.bs)
+	}
+	mholes, moved, err := rb.fetchBlocks(ctx, st, mns, bufs)
+	if err != nil {
+		return nil, moved, err
+	}
+	holes := make([]bool, len(ns))
+	bs := int64(rb.bs)
+	for i, n := range ns {
+		start := n * int64(dbs)
+		end := start + int64(dbs)
+		lo, hi := rb.span(n, dbs)
+		clear(p[i])
+		holes[i] = true
+		for b := lo; b < hi; b++ {
+			k := at[b]
+			if mholes[k] {
+				continue
+			}
+			holes[i] = false
+			bstart := int64(b) * bs
+			from, to := max(start, bstart), min(end, bstart+bs)
+			copy(p[i][from-start:to-start], bufs[k][from-bstart:to-bstart])
+		}
+	}
+	return holes, moved, nil
+}
+
+// fetchBlocks is fetch of manifest blocks ns into p (of the manifest's
+// block size).
+func (rb *remoteBasis) fetchBlocks(ctx context.Context, st ObjectStore, ns []int64, p [][]byte) ([]bool, int64, error) {
 	var moved int64
 	holes := make([]bool, len(ns))
 	want := map[uint32][]int{} // chunk index -> positions
@@ -252,10 +368,6 @@ func (m *Manager) Import(ctx context.Context, targetName, snap, member, newPath 
 	if err != nil {
 		return snapstore.Attr{}, nil, fmt.Errorf("objex: import refused: %w", err)
 	}
-	if mf.Info.BlockSize != ds.Blocks.BlockSize() {
-		return snapstore.Attr{}, nil, fmt.Errorf("objex: snapshot %s has %d-byte blocks, this datastore %d: not supported yet",
-			snap, mf.Info.BlockSize, ds.Blocks.BlockSize())
-	}
 	fi := -1
 	member = strings.Trim(member, "/")
 	for i, f := range mf.Info.Files {
@@ -291,10 +403,6 @@ func (m *Manager) ImportAll(ctx context.Context, targetName, snap, newDir string
 	mf, sealed, err := m.loadManifest(ctx, t, snap)
 	if err != nil {
 		return nil, nil, fmt.Errorf("objex: import refused: %w", err)
-	}
-	if mf.Info.BlockSize != ds.Blocks.BlockSize() {
-		return nil, nil, fmt.Errorf("objex: snapshot %s has %d-byte blocks, this datastore %d: not supported yet",
-			snap, mf.Info.BlockSize, ds.Blocks.BlockSize())
 	}
 	if err := writeFileAtomic(m.manifestPath(t.id, snap), sealed); err != nil {
 		return nil, nil, err
@@ -381,9 +489,12 @@ func (m *Manager) thicken(ctx context.Context, j *Job, r *importRecord) error {
 	if err != nil {
 		return err
 	}
-	bs := rb.bs
+	// Datastore blocks: the manifest's, or those that hold them when the
+	// block sizes differ.
+	bs := ds.Blocks.BlockSize()
+	rb.dbs.Store(int64(bs))
 	root := blockstore.LayerID(r.Layer)
-	blocks := rb.fm.blocks
+	blocks := rb.dsBlocks(rb.fm.blocks, bs)
 	j.update(func(in *JobInfo) { in.BytesTotal = int64(len(blocks)) * int64(bs) })
 	var lv *blockstore.LayerView
 	batch := m.cfg.ThickenBatch
