@@ -72,7 +72,7 @@ func withAPI(c *cli.Context, g *globals, fn func(control.API) error) (err error)
 	}
 	o := storeOptions
 	o.Logger = g.logger()
-	ds, err := snapstore.Open(dir, o)
+	ds, ox, pass, err := openDatastore(dir, o, g.logger())
 	if errors.Is(err, bolt.ErrTimeout) {
 		return fmt.Errorf("open %s: the datastore is in use by another process, but no daemon answers on %s (is dstore serve starting or stopping? try again)",
 			dir, filepath.Join(dir, control.SocketFile))
@@ -81,7 +81,11 @@ func withAPI(c *cli.Context, g *globals, fn func(control.API) error) (err error)
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
 	defer func() {
-		if cerr := ds.Close(); cerr != nil {
+		cerr := ox.Close()
+		if dcerr := ds.Close(); cerr == nil {
+			cerr = dcerr
+		}
+		if cerr != nil {
 			if err == nil {
 				err = fmt.Errorf("close %s: %w", dir, cerr)
 			} else {
@@ -89,7 +93,7 @@ func withAPI(c *cli.Context, g *globals, fn func(control.API) error) (err error)
 			}
 		}
 	}()
-	svc, err := control.NewService(ds, dir, control.Options{Via: "direct", Logger: g.logger(), Version: version})
+	svc, err := control.NewService(ds, dir, control.Options{Via: "direct", Logger: g.logger(), Version: version, OX: ox, Passphrases: pass})
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ func specFlags(edit bool) []cli.Flag {
 		"one with '/' the whole path (vms/web-*/*.vmdk, ** for any depth); a directory's files are all members"
 	sched := "cron `EXPR` (repeatable): 5 fields (minute hour day-of-month month day-of-week) or @hourly, @daily, ...; " +
 		"runs while dstore serve runs"
-	target := "`TARGET` (repeatable) to copy snapshots to (object exchange, not built yet)"
+	target := "export every snapshot of the group to `TARGET` (repeatable; see dstore target add); dstore target prune then applies the retention there too"
 	if edit {
 		match = "replace the member patterns with these `GLOB`s (repeatable; see also --add-match, --remove-match)"
 		sched = "replace the schedules with these cron `EXPR`s (repeatable)"
@@ -365,6 +365,7 @@ func groupRunCommand(g *globals) *cli.Command {
 					for _, id := range r.Deleted {
 						fmt.Fprintf(c.App.Writer, "deleted snapshot %s\n", id)
 					}
+					printExportStarts(c.App.Writer, r.Exports)
 				}
 				return err
 			})

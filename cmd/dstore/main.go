@@ -121,6 +121,10 @@ func newApp() *cli.App {
 			lsCommand(g),
 			restoreCommand(g),
 			cloneCommand(g),
+			targetCommand(g),
+			exportCommand(g),
+			importCommand(g),
+			jobsCommand(g),
 			benchCommand(g),
 		},
 	}

@@ -83,7 +83,7 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 	}
 	so := storeOptions
 	so.Logger = log
-	ds, err := snapstore.Open(dir, so)
+	ds, ox, pass, err := openDatastore(dir, so, log)
 	if errors.Is(err, bolt.ErrTimeout) {
 		return fmt.Errorf("open %s: the datastore is in use by another process (is another dstore serve running?)", dir)
 	}
@@ -98,6 +98,11 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 	defer func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
+		}
+		// Its jobs stop (they resume at the next start); before the
+		// datastore, whose remote layers it serves.
+		if cerr := ox.Close(); cerr != nil {
+			log.Error("closing the object exchange", "dir", dir, "err", cerr)
 		}
 		if cerr := ds.Close(); cerr != nil {
 			if err == nil {
@@ -114,7 +119,8 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 	}
 	ds.StartAutoGC(gc)
 
-	svc, err := control.NewService(ds, dir, control.Options{Via: "daemon", Clock: serveClock, Logger: log, Version: version})
+	svc, err := control.NewService(ds, dir, control.Options{Via: "daemon", Clock: serveClock, Logger: log, Version: version,
+		OX: ox, Passphrases: pass})
 	if err != nil {
 		return err
 	}
@@ -203,7 +209,7 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 	} else {
 		fmt.Fprintf(out, "ESXi:   needs --portmap 0.0.0.0:111 and NFS on port 2049, then: esxcli storage nfs add --host %s --share / --volume-name dstore\n", host)
 	}
-	fmt.Fprintf(out, "control: %s (dstore group, snapshot, ls, restore, clone, status, gc use it)\n", ctl.Path())
+	fmt.Fprintf(out, "control: %s (dstore group, snapshot, ls, restore, clone, target, export, import, jobs, status, gc use it)\n", ctl.Path())
 	select {
 	case <-ctx.Done():
 	case err = <-errc:

@@ -111,6 +111,7 @@ func statusCommand(g *globals) *cli.Command {
 				fmt.Fprintf(w, "compression ratio\t%s\n", formatRatio(st.CompressionRatio))
 				fmt.Fprintf(w, "groups\t%d\n", st.Groups)
 				fmt.Fprintf(w, "snapshots\t%d\n", st.SnapshotCount)
+				fmt.Fprintf(w, "fetched from targets\t%s\n", formatIEC(st.RemoteBytesFetched))
 				if err := w.Flush(); err != nil {
 					return err
 				}
