@@ -525,9 +525,15 @@ func (m *Manager) thicken(ctx context.Context, j *Job, r *importRecord) error {
 				}
 			}
 			buf := make([]byte, bs)
+			size := lv.Size()
 			for _, b := range local {
-				if _, err := lv.ReadAt(buf, int64(b)*int64(bs)); err != nil {
-					return err
+				// The last block may be partial: read only what the
+				// file has (a full-block read there ends in io.EOF).
+				off := int64(b) * int64(bs)
+				if n := min(int64(bs), size-off); n > 0 {
+					if _, err := lv.ReadAt(buf[:n], off); err != nil {
+						return err
+					}
 				}
 			}
 		}
