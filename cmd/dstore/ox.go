@@ -104,12 +104,16 @@ func parseRate(s string) (int64, error) {
 	return n, nil
 }
 
+// formatRate shows a bandwidth limit.
 func formatRate(n int64) string {
 	if n <= 0 {
 		return "unlimited"
 	}
 	return formatIEC(n) + "/s"
 }
+
+// formatSpeed shows a measured rate.
+func formatSpeed(f float64) string { return formatIEC(int64(finite(f))) + "/s" }
 
 // isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
@@ -794,7 +798,7 @@ func jobsCommand(g *globals) *cli.Command {
 				fmt.Fprintln(w, "JOB\tKIND\tSTATE\tTARGET\tSNAPSHOT\tPATH\tDONE\tTOTAL\tRATE\tERROR")
 				for _, j := range js {
 					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Kind, j.State, j.Target, j.Snapshot, dash(j.Path),
-						formatIEC(j.BytesDone), formatIEC(j.BytesTotal), formatRate(int64(j.Rate)), j.Error)
+						formatIEC(j.BytesDone), formatIEC(j.BytesTotal), formatSpeed(j.Rate), j.Error)
 				}
 				return w.Flush()
 			})
@@ -833,7 +837,7 @@ func waitJobs(c *cli.Context, api control.API, ids []uint64, what string) ([]con
 	for {
 		js := make([]control.Job, len(ids))
 		ended := 0
-		var done, total int64
+		var done, total, moved int64
 		var rate float64
 		for i, id := range ids {
 			j, err := api.Job(c.Context, control.JobArgs{ID: id})
@@ -844,12 +848,12 @@ func waitJobs(c *cli.Context, api control.API, ids []uint64, what string) ([]con
 				return nil, err
 			}
 			js[i] = j
-			done, total, rate = done+j.BytesDone, total+j.BytesTotal, rate+j.Rate
+			done, total, moved, rate = done+j.BytesDone, total+j.BytesTotal, moved+j.BytesMoved, rate+j.Rate
 			if j.State == objex.JobDone || j.State == objex.JobFailed {
 				ended++
 			}
 		}
-		line := progressLine(what, ids, done, total, rate)
+		line := progressLine(what, ids, done, total, moved, rate)
 		if tty {
 			fmt.Fprintf(out, "\r%s\x1b[K", line)
 			if ended == len(ids) {
@@ -885,8 +889,10 @@ func interrupted(api control.API, ids []uint64, what string) error {
 	return errors.New("stopped waiting: " + what + " job " + strings.Join(s, ", ") + " " + where)
 }
 
-// progressLine is "export job 3 [#####-----] 45% 12 MiB of 26.67 MiB, 5 MiB/s".
-func progressLine(what string, ids []uint64, done, total int64, rate float64) string {
+// progressLine is "export job 3 [#####-----] 45% 12 MiB of 26.67 MiB,
+// 9 MiB sent at 5 MiB/s": the work done (blocks walked) and what went over
+// the network (uploads lag the walk by up to an object).
+func progressLine(what string, ids []uint64, done, total, moved int64, rate float64) string {
 	const width = 24
 	frac := 0.0
 	if total > 0 {
@@ -901,6 +907,10 @@ func progressLine(what string, ids []uint64, done, total int64, rate float64) st
 	if len(ids) > 1 {
 		jobs = "jobs " + strings.Join(s, ",")
 	}
-	return fmt.Sprintf("%s %s [%s%s] %3.0f%% %s of %s, %s", what, jobs, strings.Repeat("#", n), strings.Repeat("-", width-n),
-		100*frac, formatIEC(done), formatIEC(total), formatRate(int64(rate)))
+	verb := "sent"
+	if what != "export" {
+		verb = "fetched"
+	}
+	return fmt.Sprintf("%s %s [%s%s] %3.0f%% %s of %s, %s %s at %s", what, jobs, strings.Repeat("#", n), strings.Repeat("-", width-n),
+		100*frac, formatIEC(done), formatIEC(total), formatIEC(moved), verb, formatSpeed(rate))
 }

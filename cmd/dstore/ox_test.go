@@ -154,7 +154,7 @@ func TestOXCommands(t *testing.T) {
 
 func testOXCommands(t *testing.T, mode string) {
 	web := randString(256 << 10)
-	small := strings.Repeat("0123456789abcdef", 256)
+	small := strings.Repeat("0123456789abcdef", 256) + "a partial last block"
 	dir := newStore(t, map[string]string{"vms/web.img": web, "vms/small.img": small})
 	var d *daemonProc
 	if mode == "daemon" {
@@ -225,7 +225,7 @@ func testOXCommands(t *testing.T, mode string) {
 		t.Errorf("export --json: %s", out)
 	}
 	out, _ = expect(t, 0, cmd("export", id1, "nas", "--name", "keep-me")...)
-	if want := "exported " + id1 + " to target nas as keep-me: 260 KiB, "; !strings.HasPrefix(out, want) {
+	if want := "exported " + id1 + " to target nas as keep-me: 260.02 KiB, "; !strings.HasPrefix(out, want) {
 		t.Errorf("export: %q, want it to start %q", out, want)
 	}
 	_, errOut = expect(t, 1, cmd("export", "999", "nas")...)
@@ -256,7 +256,7 @@ func testOXCommands(t *testing.T, mode string) {
 	}
 	out, errOut = expect(t, 0, cmd("import", "nas", "vms@"+id1, "restored")...)
 	if !strings.Contains(out, "imported vms@"+id1+":vms/web.img of target nas as restored/vms/web.img (256 KiB, job ") ||
-		!strings.Contains(out, "as restored/vms/small.img (4 KiB, job ") {
+		!strings.Contains(out, "as restored/vms/small.img (4.02 KiB, job ") {
 		t.Errorf("import of every file: %q", out)
 	}
 	if mode == "offline" && !strings.Contains(errOut, "resumes when dstore serve starts") {
@@ -641,16 +641,17 @@ func TestOXSecrets(t *testing.T) {
 
 func TestProgressLine(t *testing.T) {
 	for _, c := range []struct {
-		ids         []uint64
-		done, total int64
-		rate        float64
-		want        string
+		what               string
+		ids                []uint64
+		done, total, moved int64
+		rate               float64
+		want               string
 	}{
-		{[]uint64{3}, 0, 0, 0, "export job 3 [------------------------]   0% 0 B of 0 B, unlimited"},
-		{[]uint64{3}, 12 << 20, 48 << 20, 5 << 20, "export job 3 [######------------------]  25% 12 MiB of 48 MiB, 5 MiB/s"},
-		{[]uint64{4, 5}, 10, 10, 1536, "export jobs 4,5 [########################] 100% 10 B of 10 B, 1.50 KiB/s"},
+		{"export", []uint64{3}, 0, 0, 0, 0, "export job 3 [------------------------]   0% 0 B of 0 B, 0 B sent at 0 B/s"},
+		{"export", []uint64{3}, 12 << 20, 48 << 20, 9 << 20, 5 << 20, "export job 3 [######------------------]  25% 12 MiB of 48 MiB, 9 MiB sent at 5 MiB/s"},
+		{"import", []uint64{4, 5}, 10, 10, 5, 1536, "import jobs 4,5 [########################] 100% 10 B of 10 B, 5 B fetched at 1.50 KiB/s"},
 	} {
-		if got := progressLine("export", c.ids, c.done, c.total, c.rate); got != c.want {
+		if got := progressLine(c.what, c.ids, c.done, c.total, c.moved, c.rate); got != c.want {
 			t.Errorf("progressLine = %q, want %q", got, c.want)
 		}
 	}
