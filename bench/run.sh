@@ -20,37 +20,48 @@
 #               guest with its own ext4 disk (bench/guest.sh): dd 512 MiB
 #               conv=fsync, dd read after drop_caches, fio 4 KiB randwrite and
 #               randread at iodepth 16 with --direct=1 (10 s each)
+#   ox          object exchange against one versitygw (S3, posix backend) on
+#               loopback (bench/ox): export of a snapshot of the OS image,
+#               full and after 1% of its 4 KiB blocks changed, vs `restic
+#               backup` to a repository in another bucket; time to the first
+#               64 KiB read of an S3 clone (import into a fresh datastore)
+#               and to reading all of it, vs `restic restore`
 # QUICK=1 runs every case once (RUNS=1: a smoke test; the kernel section made
 # three runs too long for 3 minutes), 1 s per NFS case, 128 MiB files,
-# snapshots at 64 and 256 MiB, 2 copies to ingest, and in the guest 32 MiB
-# dd and 2 s of fio. DUR, SIZE, RUNS, SNAPSIZES, COPIES,
-# INGEST_RUNS, KERNEL_SIZE (MiB), KERNEL_DUR (s), KERNEL_RUNS and
-# KERNEL_SERVERS ("dstore ganesha knfsd") override. SECTIONS="nfs durability"
+# snapshots at 64 and 256 MiB, 2 copies to ingest, in the guest 32 MiB
+# dd and 2 s of fio, and the first 32 MiB of the OS image for ox. DUR, SIZE,
+# RUNS, SNAPSIZES, COPIES, INGEST_RUNS, KERNEL_SIZE (MiB), KERNEL_DUR (s),
+# KERNEL_RUNS, KERNEL_SERVERS ("dstore ganesha knfsd") and OX_SIZE (a prefix
+# of the image, e.g. 64M; 0: all of it) override. SECTIONS="nfs durability"
 # picks some. Raw results land in bench/out/<time>/results.jsonl
 # (gitignored); DOCS=0 leaves docs/ alone.
 #
 # Needs root (unshare, Ganesha), nfs-ganesha + nfs-ganesha-vfs, rpcbind,
 # fio, qemu-utils, restic, borgbackup (the script names what is missing),
-# the OS image from bench/mkosimage.sh for the ingest section, and for the
-# kernel section user-mode-linux and ../shared/uml-nfs; knfsd's daemons come
-# from Debian's nfs-kernel-server, fetched once with `apt-get download` and
-# unpacked (dpkg -x) into .cache/knfsd, never installed on this machine (the
-# section goes without knfsd when that fails). Beyond that one fetch it
-# uses no network: dstore, Ganesha and rpcbind run in private network, mount
-# and PID namespaces whose only interface is loopback, as does the guest
-# (which has a loopback of its own and nothing else), and every process it
-# starts ends with it (a trap, and the PID namespace as a backstop).
+# the OS image from bench/mkosimage.sh for the ingest and ox sections,
+# versitygw for the ox section (built into .cache/bin by `make versitygw`,
+# which this script runs when it is missing; DSTORE_VERSITYGW names
+# another), and for the kernel section user-mode-linux and
+# ../shared/uml-nfs; knfsd's daemons come from Debian's nfs-kernel-server,
+# fetched once with `apt-get download` and unpacked (dpkg -x) into
+# .cache/knfsd, never installed on this machine (the section goes without
+# knfsd when that fails). Beyond those fetches it uses no network: dstore,
+# Ganesha, rpcbind and versitygw run in private network, mount and PID
+# namespaces whose only interface is loopback, as does the guest (which has
+# a loopback of its own and nothing else), and every process it starts ends
+# with it (a trap, and the PID namespace as a backstop).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 QUICK=${QUICK:-}
 [[ $QUICK == 0 ]] && QUICK=
 if [[ -n $QUICK ]]; then RUNS=${RUNS:-1}; else RUNS=${RUNS:-3}; fi
-SECTIONS=${SECTIONS:-nfs durability snapshot ingest kernel}
+SECTIONS=${SECTIONS:-nfs durability snapshot ingest kernel ox}
 UMLNFS=${UMLNFS:-$repo/../shared/uml-nfs}
 KNFSD_DIR=$repo/.cache/knfsd # nfs-kernel-server, unpacked
 KERNEL_SERVERS=${KERNEL_SERVERS:-dstore ganesha knfsd}
 export KERNEL_SERVERS
+VERSITYGW=${DSTORE_VERSITYGW:-$repo/.cache/bin/versitygw}
 DOCS=${DOCS:-1}
 
 log() { echo "bench: $(date +%T) $*" >&2; }
@@ -68,6 +79,14 @@ if [[ -z ${DSTORE_BENCH_INNER:-} ]]; then
 		for t in linux.uml insmod mkfs.ext4; do
 			command -v "$t" >/dev/null 2>&1 || missing+=("$t (user-mode-linux kmod e2fsprogs)")
 		done
+	fi
+	if [[ " $SECTIONS " == *" ox "* && ! -x $VERSITYGW ]]; then
+		# Built once, here, where the network (the Go module proxy) is still there.
+		if [[ -z ${DSTORE_VERSITYGW:-} ]]; then
+			log "building versitygw into .cache/bin (make versitygw)"
+			make -C "$repo" versitygw >&2 || true
+		fi
+		[[ -x $VERSITYGW ]] || missing+=("versitygw at $VERSITYGW (make versitygw)")
 	fi
 	if ((${#missing[@]})); then
 		die "missing: ${missing[*]} (apt-get install -y nfs-ganesha nfs-ganesha-vfs rpcbind fio qemu-utils restic borgbackup)"
@@ -96,6 +115,7 @@ if [[ -z ${DSTORE_BENCH_INNER:-} ]]; then
 	(cd "$repo" && go build -ldflags "-X main.version=$version" -o "$out/bin/dstore" ./cmd/dstore &&
 		go build -o "$out/bin/snapclone" ./bench/snapclone &&
 		go build -o "$out/bin/ingest" ./bench/ingest &&
+		go build -o "$out/bin/ox" ./bench/ox &&
 		go build -o "$out/bin/report" ./bench/report)
 	export DSTORE_BENCH_INNER=1 BENCH_OUT=$out BENCH_VERSION=$version
 	# --kill-child: when this script's shell goes, so does the namespace's
@@ -125,11 +145,11 @@ mount -t tmpfs tmpfs /run      # rpcbind's socket and lock, private to this run
 
 if [[ -n $QUICK ]]; then
 	DUR=${DUR:-1s} SIZE=${SIZE:-128M} SNAPSIZES=${SNAPSIZES:-64M,256M}
-	COPIES=${COPIES:-2} INGEST_RUNS=${INGEST_RUNS:-1}
+	COPIES=${COPIES:-2} INGEST_RUNS=${INGEST_RUNS:-1} OX_SIZE=${OX_SIZE:-32M}
 	KERNEL_SIZE=${KERNEL_SIZE:-32} KERNEL_DUR=${KERNEL_DUR:-2} KERNEL_RUNS=${KERNEL_RUNS:-$RUNS}
 else
 	DUR=${DUR:-10s} SIZE=${SIZE:-1G} SNAPSIZES=${SNAPSIZES:-64M,1G,8G}
-	COPIES=${COPIES:-20} INGEST_RUNS=${INGEST_RUNS:-$RUNS}
+	COPIES=${COPIES:-20} INGEST_RUNS=${INGEST_RUNS:-$RUNS} OX_SIZE=${OX_SIZE:-0}
 	KERNEL_SIZE=${KERNEL_SIZE:-512} KERNEL_DUR=${KERNEL_DUR:-10} KERNEL_RUNS=${KERNEL_RUNS:-$RUNS}
 fi
 KERNEL_SIZE=${KERNEL_SIZE%M} KERNEL_DUR=${KERNEL_DUR%s}
@@ -144,6 +164,16 @@ cleanup() {
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+
+# stop PID: ends one process this script started, and forgets it.
+stop() {
+	local p q keep=()
+	p=$1
+	kill -TERM "$p" 2>/dev/null || true
+	wait "$p" 2>/dev/null || true
+	for q in "${pids[@]}"; do [[ $q == "$p" ]] || keep+=("$q"); done
+	pids=("${keep[@]}")
+}
 
 wait_port() { # PORT
 	local i
@@ -181,6 +211,7 @@ cat >"$out/machine.json" <<EOF
  "fio":"$(fio --version)","restic":"$(restic version | awk '{print $2}')",
  "borg":"$(borg --version | awk '{print $2}')","qemu_img":"$(qemu-img --version | head -1 | awk '{print $3}')",
  "uml":"$(dpkg-query -W -f '${Version}' user-mode-linux 2>/dev/null || true)",
+ "versitygw":"$(if [[ " $SECTIONS " == *" ox "* ]]; then if [[ -n ${DSTORE_VERSITYGW:-} ]]; then echo "$DSTORE_VERSITYGW"; else sed -n 's/^VERSITYGW_VERSION ?= //p' "$repo/Makefile"; fi; fi)",
  "knfsd":"$(if [[ " $SECTIONS " == *" kernel "* && " $KERNEL_SERVERS " == *" knfsd "* ]]; then cat "$KNFSD_DIR/VERSION"; fi)"}
 EOF
 
@@ -308,13 +339,35 @@ section_kernel() {
 	((rc == 0)) || die "kernel: the guest failed ($rc; 124: it ran past ${limit}s); logs in $logs"
 }
 
+section_ox() {
+	local img port=7070 gw
+	img=${OSIMAGE:-${DSTORE_CACHE:-$repo/.cache}/osimage/bookworm-minbase.ext4}
+	if [[ ! -s $img ]]; then
+		log "ox: no OS image at $img (build it with: sudo bench/mkosimage.sh); section skipped"
+		return 0
+	fi
+	# Throwaway credentials of a server that lives as long as this section.
+	local access=bench-ox secret=bench-ox-secret-$RANDOM$RANDOM
+	mkdir -p "$work/versitygw"
+	"$VERSITYGW" --access "$access" --secret "$secret" --port "127.0.0.1:$port" --quiet \
+		--health /health posix "$work/versitygw" >"$out/versitygw.log" 2>&1 &
+	gw=$!
+	pids+=("$gw")
+	wait_port $port
+	log "ox: export and import of $(basename "$img") ($([[ $OX_SIZE == 0 ]] && echo "all of it" || echo "its first $OX_SIZE")) through versitygw, vs restic"
+	AWS_ACCESS_KEY_ID=$access AWS_SECRET_ACCESS_KEY=$secret "$bin/ox" -image "$img" -size "$OX_SIZE" \
+		-endpoint "http://127.0.0.1:$port" -work "$work/ox" -runs "$RUNS" >>"$results" || die "ox failed"
+	stop "$gw"
+	rm -rf "$work/ox" "$work/versitygw"
+}
+
 for s in $SECTIONS; do
 	case $s in
 	nfs | durability)
 		[[ -n ${started:-} ]] || { start_servers; started=1; }
 		"section_$s"
 		;;
-	snapshot | ingest | kernel) "section_$s" ;;
+	snapshot | ingest | kernel | ox) "section_$s" ;;
 	*) die "unknown section $s" ;;
 	esac
 done

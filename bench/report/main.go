@@ -50,6 +50,8 @@ type machine struct {
 	// nfs-kernel-server whose daemons ran knfsd there ("" when it did not).
 	UML   string `json:"uml"`
 	Knfsd string `json:"knfsd"`
+	// The ox section: the versitygw that served as the S3 target.
+	Versitygw string `json:"versitygw"`
 }
 
 // metrics are the figures of one measurement, by name; each tool's result
@@ -119,7 +121,7 @@ func parse(r record) (metrics, error) {
 			return nil, fmt.Errorf("%d errors", n.Errors)
 		}
 		return metrics{"mb_per_s": n.MBPerS, "iops": n.IOPS, "p50_us": n.P50Us, "p99_us": n.P99Us, "p999_us": n.P999Us}, nil
-	default: // snapshot, ingest, kernel's dd: flat objects of numbers
+	default: // snapshot, ingest, ox, kernel's dd: flat objects of numbers
 		var m map[string]any
 		if err := json.Unmarshal(r.Result, &m); err != nil {
 			return nil, err

@@ -110,6 +110,56 @@ func TestReport(t *testing.T) {
 		}
 	}
 
+	// The ox section: times, bytes, ratios, the import's own time and what
+	// the whole read fetched; a chart.
+	os.WriteFile(in, []byte(strings.Join([]string{
+		`{"section":"ox","server":"dstore","case":"export-full","run":1,"result":{"seconds":2,"image_bytes":268435456,"uploaded_bytes":104857000,"stored_bytes":104857600}}`,
+		`{"section":"ox","server":"dstore","case":"export-full","run":2,"result":{"seconds":4,"image_bytes":268435456,"uploaded_bytes":104857000,"stored_bytes":104857600}}`,
+		`{"section":"ox","server":"dstore","case":"export-full","run":3,"result":{"seconds":3,"image_bytes":268435456,"uploaded_bytes":104857000,"stored_bytes":104857600}}`,
+		`{"section":"ox","server":"dstore","case":"export-incremental","run":1,"result":{"seconds":0.25,"image_bytes":268435456,"changed_bytes":2682880,"uploaded_bytes":4194304,"stored_bytes":4194304}}`,
+		`{"section":"ox","server":"dstore","case":"first-read","run":1,"result":{"seconds":0.04,"import_seconds":0.02,"image_bytes":268435456,"fetched_bytes":5868}}`,
+		`{"section":"ox","server":"dstore","case":"whole-read","run":1,"result":{"seconds":4.5,"image_bytes":268435456,"fetched_bytes":104857600}}`,
+		`{"section":"ox","server":"restic","case":"export-full","run":1,"result":{"seconds":6,"image_bytes":268435456,"stored_bytes":52428800}}`,
+		`{"section":"ox","server":"restic","case":"export-incremental","run":1,"result":{"seconds":5,"image_bytes":268435456,"changed_bytes":2682880,"stored_bytes":52428800}}`,
+		`{"section":"ox","server":"restic","case":"first-read","run":1,"result":{"seconds":2.5,"restore_seconds":2.5,"image_bytes":268435456}}`,
+		`{"section":"ox","server":"restic","case":"whole-read","run":1,"result":{"seconds":2.5,"restore_seconds":2.5,"image_bytes":268435456}}`,
+	}, "\n")), 0o644)
+	os.WriteFile(mach, []byte(`{"cpu":"Test CPU","cores":2,"memory_kib":1048576,"runs":3,"versitygw":"v1.8.0"}`), 0o644)
+	if err := run(in, mach, md, filepath.Join(dir, "docs", "benchmarks")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(md)
+	for _, want := range []string{
+		"## Object exchange (S3)",
+		"(256.00 MiB of it)", "then 2.56 MiB (1% of its 4 KiB blocks",
+		"| export, full: time | 3.00 s | 6.00 s | 0.50× |", // median of 2, 4, 3
+		"| export, full: bytes stored | 100.00 MiB | 50.00 MiB | 2.00× |",
+		"| export, 1% changed: time | 250 ms | 5.00 s | 0.05× |",
+		"| export, 1% changed: bytes sent | 4.00 MiB | 50.00 MiB | 0.08× |",
+		"| time to first read of an S3 clone (64 KiB) vs `restic restore` | 40.0 ms (`Import` 20.0 ms) | 2.50 s | 0.016× |",
+		"| read the whole clone vs `restic restore` | 4.50 s (100.00 MiB fetched) | 2.50 s | 1.80× |",
+		"restore must finish before the first read",
+		"versitygw v1.8.0",
+		"Medians of 1 to 3 runs.",
+		"](benchmarks/ox.svg)",
+		"The nfs section: not part of this run.",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the report lacks %q:\n%s", want, b)
+		}
+	}
+	if strings.Contains(string(b), "The ox section: not part") || strings.Contains(string(b), "With the OX issue") {
+		t.Errorf("the report says the ox section was not run:\n%s", b)
+	}
+	svg, err := os.ReadFile(filepath.Join(dir, "docs", "benchmarks", "ox.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(svg, new(struct{})); err != nil {
+		t.Errorf("ox.svg: %v", err)
+	}
+	os.WriteFile(mach, []byte(`{"cpu":"Test CPU","cores":2,"memory_kib":1048576,"kernel":"Linux 6","disk":"/dev/x","runs":3,"uml":"6.1um4","knfsd":"1:2.6.2"}`), 0o644)
+
 	// A kernel section without knfsd: no knfsd column, and it says so.
 	os.WriteFile(in, []byte(strings.Join([]string{
 		`{"section":"kernel","server":"dstore","case":"dd-read-32M","run":1,"result":{"bytes":33554432,"seconds":0.5,"mb_per_s":67.1}}`,
