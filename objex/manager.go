@@ -35,6 +35,10 @@ type Config struct {
 	Transport http.RoundTripper
 	// ThickenBatch is how many blocks a thickener moves per step; 0 = 256.
 	ThickenBatch int
+	// NoResume: Attach does not restart unfinished exports and thickeners
+	// (a short-lived process, such as a command run without the daemon,
+	// would only start and stop them); the next Attach without it does.
+	NoResume bool
 }
 
 // Manager runs a datastore's object exchange: targets, exports, imports
@@ -122,7 +126,8 @@ func (m *Manager) Remote(name string) (blockstore.RemoteBasis, error) {
 }
 
 // Attach connects the manager to the open datastore whose Options.Remote
-// is m.Remote, and resumes interrupted exports and thickeners.
+// is m.Remote, and resumes interrupted exports and thickeners (unless
+// Config.NoResume).
 func (m *Manager) Attach(ds *snapstore.Datastore) error {
 	if err := m.st.checkDatastore(ds.Blocks.ID()); err != nil {
 		return err
@@ -133,6 +138,9 @@ func (m *Manager) Attach(ds *snapstore.Datastore) error {
 	// A chunk that fails verification locally is read from a target that
 	// holds a copy, and rewritten (repair.go).
 	ds.Blocks.SetRepairer(m)
+	if m.cfg.NoResume {
+		return nil
+	}
 	recs, err := m.jobRecords()
 	if err != nil {
 		return err
