@@ -542,9 +542,22 @@ func (s *Service) Jobs(context.Context, Empty) ([]Job, error) {
 	}
 	out := []Job{}
 	for _, in := range m.Jobs() {
-		out = append(out, jobView(in))
+		out = append(out, s.jobOf(in))
 	}
 	return out, nil
+}
+
+// jobOf is the view of a job; one that is unfinished but not running in
+// this process (its record, from an earlier run; the next start of the
+// daemon resumes it) is queued.
+func (s *Service) jobOf(in objex.JobInfo) Job {
+	v := jobView(in)
+	if in.State == objex.JobRunning {
+		if _, ok := s.ox.Job(in.ID); !ok {
+			v.State = objex.JobQueued
+		}
+	}
+	return v
 }
 
 // JobShow describes one job.
@@ -558,7 +571,7 @@ func (s *Service) JobShow(_ context.Context, a JobArgs) (Job, error) {
 	}
 	for _, in := range m.Jobs() {
 		if in.ID == a.ID {
-			return jobView(in), nil
+			return s.jobOf(in), nil
 		}
 	}
 	return Job{}, &msgError{fmt.Sprintf("job %d not found", a.ID), ErrNoJob}

@@ -72,7 +72,7 @@ func withAPI(c *cli.Context, g *globals, fn func(control.API) error) (err error)
 	}
 	o := storeOptions
 	o.Logger = g.logger()
-	ds, ox, pass, err := openDatastore(dir, o, g.logger())
+	ds, ox, pass, err := openDatastore(dir, o, g.logger(), false)
 	if errors.Is(err, bolt.ErrTimeout) {
 		return fmt.Errorf("open %s: the datastore is in use by another process, but no daemon answers on %s (is dstore serve starting or stopping? try again)",
 			dir, filepath.Join(dir, control.SocketFile))

@@ -32,12 +32,14 @@ const oxDir = "ox"
 
 // openDatastore opens the datastore in dir with its object exchange: the
 // objex manager on DIR/ox, whose Remote resolves the remote layers of
-// imported files, attached to the datastore (which resumes unfinished
-// exports and thickeners in this process). Close the manager, then the
-// datastore.
-func openDatastore(dir string, so blockstore.Options, log *slog.Logger) (*snapstore.Datastore, *objex.Manager, *control.Passphrases, error) {
+// imported files, attached to the datastore. With resume (the daemon)
+// Attach restarts unfinished exports and thickeners in this process;
+// without (a command run without the daemon) they wait for the daemon,
+// and only what the command starts runs, until it ends. Close the
+// manager, then the datastore.
+func openDatastore(dir string, so blockstore.Options, log *slog.Logger, resume bool) (*snapstore.Datastore, *objex.Manager, *control.Passphrases, error) {
 	pass := control.NewPassphrases()
-	m, err := objex.Open(objex.Config{Dir: filepath.Join(dir, oxDir), Logger: log, Getenv: pass.Getenv})
+	m, err := objex.Open(objex.Config{Dir: filepath.Join(dir, oxDir), Logger: log, Getenv: pass.Getenv, NoResume: !resume})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("open %s: object exchange: %w", dir, err)
 	}

@@ -61,7 +61,7 @@ func keyFileFor(t *testing.T) string {
 // imported files read) and runs fn on it.
 func withOX(t *testing.T, dir string, fn func(ds *snapstore.Datastore)) {
 	t.Helper()
-	ds, m, _, err := openDatastore(dir, storeOptions, slog.New(slog.DiscardHandler))
+	ds, m, _, err := openDatastore(dir, storeOptions, slog.New(slog.DiscardHandler), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +302,14 @@ func testOXCommands(t *testing.T, mode string) {
 	// A group with the target: group run exports; retention, then target
 	// prune, removes what retention deleted (and only that).
 	expect(t, 0, cmd("group", "edit", "vms", "--target", "nas")...)
+	objects := 1
+	if mode == "offline" {
+		// New data, sent slowly enough that the export cannot end before
+		// group run does.
+		withNS(t, dir, func(ns *snapstore.Namespace) { putFile(t, ns, "vms/web.img", randString(256<<10)) })
+		expect(t, 0, cmd("target", "set-bandwidth", "nas", "64KiB")...)
+		objects = 2
+	}
 	out, _ = expect(t, 0, cmd("group", "run", "vms", "--json")...)
 	r1 := decode[control.RunResult](t, out)
 	if len(r1.Exports) != 1 || r1.Exports[0].Target != "nas" || r1.Exports[0].Job == 0 || r1.Exports[0].Name != "vms@"+r1.ID || !reflect.DeepEqual(r1.Deleted, []string{id1}) {
@@ -310,9 +318,19 @@ func testOXCommands(t *testing.T, mode string) {
 	if mode == "daemon" {
 		waitJobsDone(t, D)
 	} else {
-		// The export stopped with group run; the next offline command
-		// resumes it, and an export of the same snapshot waits for it.
-		expect(t, 0, cmd("export", r1.ID, "nas")...)
+		// The export stopped when group run ended: it waits for the
+		// daemon (queued: an offline command resumes nothing), and an
+		// export of the same snapshot runs it.
+		out, _ = expect(t, 0, cmd("jobs", "--json")...)
+		js := decode[[]control.Job](t, out)
+		if last := js[len(js)-1]; last.ID != r1.Exports[0].Job || last.State != "queued" || last.Snapshot != "vms@"+r1.ID {
+			t.Errorf("jobs --json after an offline group run: %s", out)
+		}
+		expect(t, 0, cmd("target", "set-bandwidth", "nas", "unlimited")...)
+		out, _ = expect(t, 0, cmd("export", r1.ID, "nas", "--json")...)
+		if j := decode[control.Job](t, out); j.State != "done" || j.ID != r1.Exports[0].Job {
+			t.Errorf("export of the group run's snapshot: %s", out)
+		}
 	}
 	out, _ = expect(t, 0, cmd("group", "run", "vms")...)
 	if !strings.Contains(out, "deleted snapshot "+r1.ID+"\n") || !strings.Contains(out, "export to nas: job ") {
@@ -360,11 +378,11 @@ func testOXCommands(t *testing.T, mode string) {
 
 	// Verify, bandwidth, rekey, remove.
 	out, _ = expect(t, 0, cmd("target", "verify", "nas", "--deep", "--json")...)
-	if v := decode[control.TargetVerifyResult](t, out); v.Snapshots != 3 || v.Objects != 1 || v.Bytes == 0 || len(v.Problems) != 0 {
+	if v := decode[control.TargetVerifyResult](t, out); v.Snapshots != 3 || v.Objects != objects || v.Bytes == 0 || len(v.Problems) != 0 {
 		t.Errorf("target verify --deep --json: %s", out)
 	}
 	out, _ = expect(t, 0, cmd("target", "verify", "nas")...)
-	if !strings.Contains(out, "target nas: checked 3 snapshots, 1 object, ") || !strings.HasSuffix(out, "no problems found\n") {
+	if !strings.Contains(out, "target nas: checked 3 snapshots, "+plural(objects, "object")+", ") || !strings.HasSuffix(out, "no problems found\n") {
 		t.Errorf("target verify: %q", out)
 	}
 	out, _ = expect(t, 0, cmd("target", "set-bandwidth", "nas", "10MiB")...)
@@ -404,11 +422,12 @@ func testOXCommands(t *testing.T, mode string) {
 	for _, a := range readAuditLog(t, dir) {
 		ops[a.Operation]++
 	}
-	exports := 6 // 4 by hand (2 done, 2 refused) and 2 by group runs
+	exports, bws := 6, 2 // exports: 4 by hand (2 done, 2 refused) and 2 by group runs
 	if mode == "offline" {
 		exports += 2 // the group runs' exports, run again to finish them
+		bws += 2
 	}
-	for op, n := range map[string]int{"target.add": 4, "export": exports, "import": 4, "target.prune": 2, "target.set_bandwidth": 2,
+	for op, n := range map[string]int{"target.add": 4, "export": exports, "import": 4, "target.prune": 2, "target.set_bandwidth": bws,
 		"target.rekey": 1, "target.remove": 2} {
 		if ops[op] != n {
 			t.Errorf("audit log: %d %s records, want %d (%v)", ops[op], op, n, ops)

@@ -83,7 +83,7 @@ func serve(ctx context.Context, g *globals, dir, nfsAddr, pmapAddr string, gc bl
 	}
 	so := storeOptions
 	so.Logger = log
-	ds, ox, pass, err := openDatastore(dir, so, log)
+	ds, ox, pass, err := openDatastore(dir, so, log, true)
 	if errors.Is(err, bolt.ErrTimeout) {
 		return fmt.Errorf("open %s: the datastore is in use by another process (is another dstore serve running?)", dir)
 	}
