@@ -20,6 +20,9 @@ type Limiter struct {
 	tokens float64
 	last   time.Time
 	now    func() time.Time
+	// changed is closed (and replaced) by SetRate, waking every sleeper
+	// so a new rate applies at once, not after a sleep the old one set.
+	changed chan struct{}
 }
 
 // NewLimiter makes a limiter of rate bytes per second (<= 0: unlimited).
@@ -30,14 +33,20 @@ func NewLimiter(rate int64) *Limiter {
 	return l
 }
 
-// SetRate changes the rate; waiters pick it up at their next step.
+// SetRate changes the rate, at once: the debt run up under the old rate is
+// forgiven (at 1 B/s one burst would take 18 hours to repay) and sleeping
+// waiters wake to go on at the new one.
 func (l *Limiter) SetRate(rate int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rate = float64(rate)
 	l.burst = max(float64(rate)/10, 64<<10)
-	l.tokens = min(l.tokens, l.burst)
+	l.tokens = min(max(l.tokens, 0), l.burst)
 	l.last = l.now()
+	if l.changed != nil {
+		close(l.changed)
+	}
+	l.changed = make(chan struct{})
 }
 
 // Rate returns the rate in bytes per second (0: unlimited).
@@ -66,21 +75,28 @@ func (l *Limiter) WaitN(ctx context.Context, n int) error {
 	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
 	l.last = now
 	l.tokens -= float64(n)
-	var wait time.Duration
-	if l.tokens < 0 {
-		wait = time.Duration(-l.tokens / l.rate * float64(time.Second))
-	}
-	l.mu.Unlock()
-	if wait <= 0 {
-		return nil
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+	for {
+		if l.rate <= 0 || l.tokens >= 0 {
+			l.mu.Unlock()
+			return nil
+		}
+		wait := time.Duration(-l.tokens / l.rate * float64(time.Second))
+		changed := l.changed
+		l.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		case <-changed:
+			t.Stop()
+		}
+		l.mu.Lock()
+		now := l.now()
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*max(l.rate, 0))
+		l.last = now
 	}
 }
 
