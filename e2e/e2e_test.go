@@ -48,6 +48,7 @@ type scenario struct {
 	mem     string        // run -m
 	timeout time.Duration // run -t: the guest is stopped after this
 	tools   []string      // host packages the script needs, installed with apt-get when missing
+	s3      bool          // the script's third argument is the versitygw binary
 }
 
 var scenarios = []scenario{
@@ -55,6 +56,10 @@ var scenarios = []scenario{
 	// durable round trip: 2 to 10 minutes, depending on the host (every
 	// guest system call is emulated).
 	{name: "bigdir", disk: "1G", mem: "1G", timeout: 900 * time.Second},
+	// A 2 GiB vDisk exported to versitygw and imported into a second,
+	// fresh datastore: instant first read, what a 10 MiB read fetches,
+	// SIGKILL mid-export and mid-thickening (3 to 6 minutes).
+	{name: "ox", disk: "4G", mem: "1G", timeout: 600 * time.Second, s3: true},
 	{name: "mount", disk: "1G", mem: "1G", timeout: 90 * time.Second},
 	{name: "ops", disk: "1G", mem: "1G", timeout: 150 * time.Second},
 	// 2 GiB: 256 MiB of source data sits in the guest's tmpfs.
@@ -246,8 +251,15 @@ func (h *harness) run(t *testing.T, sc scenario, why *string) {
 		name = sc.name
 	}
 	script := filepath.Join("e2e", "scripts", name+".sh")
-	cmd := exec.CommandContext(ctx, filepath.Join(h.umlnfs, "run"),
-		"-m", sc.mem, "-d", sc.disk, "-t", secs, script, h.dstore, secs)
+	args := []string{"-m", sc.mem, "-d", sc.disk, "-t", secs, script, h.dstore, secs}
+	if sc.s3 {
+		gw := h.versitygw(t)
+		if gw == "" {
+			return
+		}
+		args = append(args, gw)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(h.umlnfs, "run"), args...)
 	cmd.Dir = h.root
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	// run starts linux.uml (and timeout, tail, sed) as its children: end
@@ -277,6 +289,21 @@ func (h *harness) run(t *testing.T, sc scenario, why *string) {
 	default:
 		t.Fatalf("%s failed after %s: %v (see FAIL above)", sc.name, took, err)
 	}
+}
+
+// versitygw is the S3 server binary the OX scenario starts in its guest:
+// $DSTORE_VERSITYGW, or .cache/bin/versitygw (make test builds it there).
+// Without it the scenario skips, or fails under CI=true.
+func (h *harness) versitygw(t *testing.T) string {
+	p := os.Getenv("DSTORE_VERSITYGW")
+	if p == "" {
+		p = filepath.Join(h.root, ".cache", "bin", "versitygw")
+	}
+	if _, err := os.Stat(p); err != nil {
+		h.skipOrFail(t, "no versitygw at %s (make versitygw builds it): %v", p, err)
+		return ""
+	}
+	return p
 }
 
 // ensureTool installs the Debian package of the same name when the command
