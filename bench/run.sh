@@ -314,11 +314,14 @@ section_ingest() {
 section_kernel() {
 	local servers=$KERNEL_SERVERS size=$KERNEL_SIZE dur=$KERNEL_DUR runs=$KERNEL_RUNS n
 	n=$(wc -w <<<"$servers")
-	# The guest's disk holds one server's data at a time (with room for
-	# what a server keeps of overwritten data); its memory the random data
-	# dd writes (in a tmpfs) besides the page cache; its time limit only
-	# catches a hang.
-	local disk=$((size * 4 + 1024))M mem=$((size * 2 + 1024))M limit=$((120 + n * (60 + runs * (2 * dur + 30 + size / 4))))
+	# The guest's disk holds one server's data at a time, with room for
+	# what a server keeps of overwritten data until it collects it: every
+	# run rewrites the dd file and fio overwrites it (dstore's background
+	# GC waits while writers are busy; on a disk that was too small it ran
+	# under space pressure in the middle of the writes and stalled them);
+	# its memory the random data dd writes (in a tmpfs) besides the page
+	# cache; its time limit only catches a hang.
+	local disk=$((size * (2 * runs + 2) + 1024))M mem=$((size * 2 + 1024))M limit=$((120 + n * (60 + runs * (2 * dur + 30 + size / 4))))
 	local kout=$out/kernel.jsonl logs=$out/kernel-logs rc=0 line re
 	mkdir -p "$logs" "$work/tmp"
 	# uml-nfs/run keeps the guest's disk image in /tmp/uml-nfs.*: here /tmp

@@ -26,6 +26,15 @@ type AutoGCOptions struct {
 	// tenth of the file system, if less) were let go since the last GC, a
 	// GC runs without waiting for Interval. 0 = 1 GiB; negative = never.
 	BigFree int64
+	// BusyBytes: when more than this was appended to the log since the
+	// check before the last, writers are busy, and a GC that space does
+	// not press for ("data freed", "interval") waits for a quieter check,
+	// for at most MaxDefer: a GC holds destage off while it runs, and
+	// writers stall once the log is full. 0 = 4 MiB (1 to 2 MB/s at the
+	// default Check); negative = never wait.
+	BusyBytes int64
+	// MaxDefer bounds that wait. 0 = 10 min.
+	MaxDefer time.Duration
 }
 
 // autoGCState is what the write and delete paths tell the background GC.
@@ -83,12 +92,22 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 	if o.BigFree == 0 {
 		o.BigFree = 1 << 30
 	}
+	if o.BusyBytes == 0 {
+		o.BusyBytes = 4 << 20
+	}
+	if o.MaxDefer <= 0 {
+		o.MaxDefer = 10 * time.Minute
+	}
 	t := time.NewTicker(o.Check)
 	defer t.Stop()
 	kick := s.agc.kickCh()
 	last := time.Now()
 	lastHead := s.log.head()
 	backoff := time.Duration(0)
+	// The log head at the last two ticks: the writes of at least one
+	// whole Check period, also for a check kicked just after a tick.
+	prevHead, tickHead := lastHead, lastHead
+	var deferredSince time.Time // when a GC first waited for writers
 	for {
 		select {
 		case <-ctx.Done():
@@ -96,6 +115,7 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		case <-s.stop:
 			return
 		case <-t.C:
+			prevHead, tickHead = tickHead, s.log.head()
 		case <-kick:
 		}
 		low := o.LowSpace
@@ -109,7 +129,9 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		}
 		freed := s.agc.freed.Load()
 		short := s.agc.short.Load()
-		changed := s.log.head() != lastHead
+		head := s.log.head()
+		changed := head != lastHead
+		busy := o.BusyBytes > 0 && int64(head-prevHead) > o.BusyBytes
 		since := time.Since(last)
 		var why string
 		switch {
@@ -124,6 +146,19 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		default:
 			continue
 		}
+		if why == "data freed" || why == "interval" {
+			if busy {
+				if deferredSince.IsZero() {
+					deferredSince = time.Now()
+					s.logger.Debug("blockstore: auto gc waits while writers are busy", "why", why)
+				}
+				if time.Since(deferredSince) < o.MaxDefer {
+					continue
+				}
+				why += ", waited for writers"
+			}
+		}
+		deferredSince = time.Time{}
 		lastHead = s.log.head()
 		s.agc.freed.Add(-freed)
 		s.agc.short.Store(false)

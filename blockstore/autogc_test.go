@@ -185,3 +185,92 @@ func TestAutoGCFullDisk(t *testing.T) {
 		t.Fatalf("the write after the auto GC reads back wrong (err %v)", err)
 	}
 }
+
+// TestAutoGCWaitsForBusyWriters: a large free while writers keep the log
+// moving does not start a GC (it would hold destage off and stall them)
+// until the writes pause, or MaxDefer has passed.
+func TestAutoGCWaitsForBusyWriters(t *testing.T) {
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: 4 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{PackSize: 1 << 20, SegmentSize: 4 << 20, MaxLogBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	p := make([]byte, 2<<20)
+	fillRand(rng, p)
+	if _, err := gone.WriteAt(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteVolume(gone.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	chunks := func() int64 {
+		st, err := s.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Chunks
+	}
+	before := chunks()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.AutoGC(ctx, AutoGCOptions{Check: 50 * time.Millisecond, Interval: -1, LowSpace: 1,
+			BigFree: 1 << 20, BusyBytes: 1, MaxDefer: time.Hour})
+	}()
+	defer func() { cancel(); <-done }()
+
+	// Busy: a write every few milliseconds while the free is reported,
+	// all of one content (one new chunk at most, so a drop in the chunk
+	// count means a GC ran).
+	stop := make(chan struct{})
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		buf := bytes.Repeat([]byte{7}, 4<<10)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := v.WriteAt(buf, int64(i%64)*4096); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	time.Sleep(150 * time.Millisecond) // the checks have seen the writes
+	s.NoteFreed(2 << 20)
+	time.Sleep(600 * time.Millisecond)
+	if got := chunks(); got < before {
+		t.Fatalf("a GC ran while writers were busy: chunks %d -> %d", before, got)
+	}
+	close(stop)
+	<-writing
+	deadline := time.Now().Add(10 * time.Second)
+	for chunks() >= before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := chunks(); got >= before {
+		t.Fatalf("no GC after the writes stopped: chunks %d (before %d)", got, before)
+	}
+}
