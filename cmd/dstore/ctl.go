@@ -54,7 +54,7 @@ func ctlFlags(more ...cli.Flag) []cli.Flag {
 // daemon's when one answers on its socket, else a service in this process
 // on the datastore opened directly (with a note on stderr).
 func withAPI(c *cli.Context, g *globals, fn func(control.API) error) (err error) {
-	dir := c.String("data")
+	dir := dataDir(c)
 	cl, err := control.Dial(c.Context, dir)
 	if err == nil {
 		defer cl.Close()

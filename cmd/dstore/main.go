@@ -86,6 +86,9 @@ func newApp() *cli.App {
 				Value:   "info",
 			},
 			requireDaemonFlag(),
+			// Also accepted before the command, as users type it:
+			// dstore --data DIR group run NAME.
+			&cli.StringFlag{Name: "data", Usage: "datastore `DIR` for the command (the command's own --data wins)", TakesFile: true},
 		},
 		// Cron expressions and glob patterns have commas: a repeated flag
 		// gives one value per use.
@@ -191,6 +194,36 @@ func dataFlag() cli.Flag {
 		Value:     defaultDataDir,
 		TakesFile: true,
 	}
+}
+
+// dataDir is the datastore directory a command works on: its own --data
+// when given on the command line, else one given before the command
+// (dstore --data DIR ...), else $DSTORE_DATA, else the default. The root
+// flag has no environment variable, so it is set only when typed; the
+// command's flag reads the environment, so a value that differs from
+// $DSTORE_DATA (or the default) was typed there.
+func dataDir(c *cli.Context) string {
+	v := c.String("data")
+	// The contexts above the command's: IsSet and String there find the
+	// root flag (no command between defines --data).
+	var outer *cli.Context
+	for _, cc := range c.Lineage()[1:] {
+		if cc.IsSet("data") {
+			outer = cc
+			break
+		}
+	}
+	if outer == nil {
+		return v
+	}
+	fallback := defaultDataDir
+	if e, ok := os.LookupEnv("DSTORE_DATA"); ok {
+		fallback = e
+	}
+	if v != fallback {
+		return v
+	}
+	return outer.String("data")
 }
 
 func jsonFlag() cli.Flag {

@@ -133,6 +133,33 @@ func TestDataDirFromEnv(t *testing.T) {
 	}
 }
 
+// TestDataDirBeforeCommand: --data is also taken before the command
+// (dstore --data DIR status), over $DSTORE_DATA; the command's own --data
+// wins over both.
+func TestDataDirBeforeCommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ds")
+	if code, _, stderr := runApp(t, "--data", dir, "init"); code != 0 {
+		t.Fatalf("dstore --data DIR init: exit %d, %s", code, stderr)
+	}
+	t.Setenv("DSTORE_DATA", filepath.Join(t.TempDir(), "fromenv"))
+	code, stdout, stderr := runApp(t, "--data", dir, "status", "--json")
+	if code != 0 || !strings.Contains(stdout, "block_size") {
+		t.Fatalf("dstore --data DIR status --json: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if code, _, stderr := runApp(t, "--data", dir, "group", "create", "only-here", "--match", "x"); code != 0 {
+		t.Fatalf("dstore --data DIR group create: exit %d, stderr %q", code, stderr)
+	}
+	code, stdout, stderr = runApp(t, "group", "list", "--data", dir, "--json")
+	if code != 0 || !strings.Contains(stdout, "only-here") {
+		t.Fatalf("the group made with dstore --data DIR is not in DIR: exit %d, %q, %q", code, stdout, stderr)
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	_, _, stderr = runApp(t, "--data", dir, "status", "--data", other)
+	if !strings.Contains(stderr, other) {
+		t.Errorf("the command's own --data did not win: stderr %q", stderr)
+	}
+}
+
 // TestInitStatus drives the real store: init with a block size, refuse a
 // second init, then status in both forms.
 func TestInitStatus(t *testing.T) {

@@ -51,7 +51,7 @@ func serveCommand(g *globals) *cli.Command {
 			if gc.Interval <= 0 {
 				gc.Interval = -1
 			}
-			return serve(c.Context, g, c.String("data"), c.String("nfs"), c.String("portmap"), gc, nfsfs.Options{
+			return serve(c.Context, g, dataDir(c), c.String("nfs"), c.String("portmap"), gc, nfsfs.Options{
 				Logger:     g.logger(),
 				ReadOnly:   c.Bool("read-only"),
 				RootSquash: c.Bool("root-squash"),

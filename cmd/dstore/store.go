@@ -36,7 +36,7 @@ func initCommand(g *globals) *cli.Command {
 			},
 		},
 		Action: func(c *cli.Context) error {
-			dir := c.String("data")
+			dir := dataDir(c)
 			opts := blockstore.InitOptions{
 				Encrypt:     c.Bool("encrypt"),
 				Compression: c.String("compression"),
@@ -83,7 +83,7 @@ func statusCommand(g *globals) *cli.Command {
 		Usage: "report the datastore's size, dedupe and compression ratios, packs, groups and snapshots",
 		Flags: ctlFlags(jsonFlag()),
 		Action: func(c *cli.Context) error {
-			dir := c.String("data")
+			dir := dataDir(c)
 			return withAPI(c, g, func(api control.API) error {
 				st, err := api.Status(c.Context, control.Empty{})
 				if err != nil {
