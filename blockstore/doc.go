@@ -36,6 +36,10 @@
 //     packs and entries in bbolt, then truncates the log behind it.
 //   - Quarantine: taking a chunk that failed verification out of the
 //     fingerprint index, so new writes of its content store a good copy.
+//   - Repair: a read of a chunk that failed verification asks the
+//     Repairer (objex: an exported copy) for the block by fingerprint,
+//     serves a copy that matches it, and writes it back as the same chunk
+//     ID in a new pack (repair.go).
 //
 // # Invariants
 //

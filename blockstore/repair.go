@@ -189,14 +189,13 @@ func (s *Store) rewriteChunks(items []repairItem) (int, error) {
 	if err := w.sync(); err != nil {
 		return fail(noSpace(err))
 	}
+	// The chunk table cannot have changed since the read above: GC, the
+	// only other writer of chunk entries, holds destageMu too.
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		cb, pb := tx.Bucket(bChunks), tx.Bucket(bPacks)
 		for i, it := range items {
 			if newRec[i] == nil {
 				continue
-			}
-			if v := cb.Get(u64b(it.id)); string(v) != string(cur[i]) {
-				return errRaced // GC holds destageMu too: cannot happen
 			}
 			if err := cb.Put(u64b(it.id), newRec[i]); err != nil {
 				return err
@@ -222,5 +221,3 @@ func (s *Store) rewriteChunks(items []repairItem) (int, error) {
 	w.close()
 	return n, syncDir(filepath.Join(s.dir, "packs"))
 }
-
-var errRaced = errors.New("blockstore: chunk changed meanwhile")

@@ -33,6 +33,10 @@
 //   - Thickener: the background job that copies an imported file's
 //     remaining blocks, in order, under the target's bandwidth limit, after
 //     demand reads.
+//   - Repair: the Manager is the block store's Repairer (installed by
+//     Attach): a local chunk that fails verification is fetched from a
+//     target that holds it (repair.go). A manifest may have another block
+//     size than the datastore; blocks are then assembled or cut (import.go).
 //
 // # Invariants
 //
