@@ -43,6 +43,47 @@ type autoGCState struct {
 	short atomic.Bool  // a data write was refused for space since the last GC
 	kick  chan struct{}
 	once  sync.Once
+
+	// What a write refused for space waits on (gcWait): whether a
+	// background GC loop runs, whether it is collecting now, and a
+	// channel closed when the current or next run ends.
+	loops  atomic.Int32
+	inRun  atomic.Bool
+	doneMu sync.Mutex
+	done   chan struct{}
+}
+
+// runDone returns the channel closed when the current or next GC run ends.
+func (a *autoGCState) runDone() chan struct{} {
+	a.doneMu.Lock()
+	defer a.doneMu.Unlock()
+	if a.done == nil {
+		a.done = make(chan struct{})
+	}
+	return a.done
+}
+
+// endRun wakes everyone waiting for the current run.
+func (a *autoGCState) endRun() {
+	a.doneMu.Lock()
+	defer a.doneMu.Unlock()
+	if a.done != nil {
+		close(a.done)
+		a.done = nil
+	}
+}
+
+// gcWait returns a channel that closes when a background GC run that may
+// give space back has ended, or nil when no such run is coming: no GC loop
+// runs, or nothing was let go since the last run and none is under way.
+func (s *Store) gcWait() <-chan struct{} {
+	a := &s.agc
+	if a.loops.Load() == 0 || (a.freed.Load() <= 0 && !a.inRun.Load()) {
+		return nil
+	}
+	ch := a.runDone()
+	s.kickGC()
+	return ch
 }
 
 func (a *autoGCState) kickCh() chan struct{} {
@@ -100,6 +141,12 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 	}
 	t := time.NewTicker(o.Check)
 	defer t.Stop()
+	s.agc.loops.Add(1)
+	defer func() {
+		s.agc.loops.Add(-1)
+		s.agc.inRun.Store(false)
+		s.agc.endRun()
+	}()
 	kick := s.agc.kickCh()
 	last := time.Now()
 	lastHead := s.log.head()
@@ -160,6 +207,7 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		}
 		deferredSince = time.Time{}
 		lastHead = s.log.head()
+		s.agc.inRun.Store(true)
 		s.agc.freed.Add(-freed)
 		s.agc.short.Store(false)
 		start := time.Now()
@@ -175,6 +223,9 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		}
 		rep, err := s.GC(ctx, GCOptions{Threshold: threshold})
 		last = time.Now()
+		s.agc.inRun.Store(false)
+		s.space.invalidate()
+		s.agc.endRun()
 		if err != nil {
 			if errors.Is(err, ErrClosed) || ctx.Err() != nil {
 				return

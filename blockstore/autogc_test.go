@@ -274,3 +274,75 @@ func TestAutoGCWaitsForBusyWriters(t *testing.T) {
 		t.Fatalf("no GC after the writes stopped: chunks %d (before %d)", got, before)
 	}
 }
+
+// TestWriteWaitsForGC: on a full disk, a write that finds data let go but
+// not yet collected waits for the background GC instead of failing with
+// ENOSPC. The GC here runs only when a write is short of space (no low
+// space mark, no large-free trigger, no interval, no ticks), so without
+// the wait the first write after the deletes would fail.
+func TestWriteWaitsForGC(t *testing.T) {
+	dir := filepath.Join(smallFS(t, "48m"), "ds")
+	if err := Init(dir, InitOptions{BlockSize: 4 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{SegmentSize: 1 << 20, MaxLogBytes: 4 << 20, PackSize: 2 << 20, ReserveBytes: 6 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.AutoGC(ctx, AutoGCOptions{Check: time.Hour, Interval: -1, LowSpace: 1, BigFree: -1})
+	}()
+	defer func() { cancel(); <-done }()
+
+	rng := rand.New(rand.NewPCG(7, 8))
+	var vols []*Volume
+	var full error
+	for i := 0; i < 100 && full == nil; i++ {
+		v, err := s.CreateVolume()
+		if err != nil {
+			full = err
+			break
+		}
+		for off := int64(0); off < 4<<20; off += 256 << 10 {
+			p := make([]byte, 256<<10)
+			fillRand(rng, p)
+			if _, err := v.WriteAtStable(p, off); err != nil {
+				full = err
+				break
+			}
+		}
+		vols = append(vols, v)
+	}
+	if !errors.Is(full, ErrNoSpace) {
+		t.Fatalf("filling the disk ended with %v, want ErrNoSpace", full)
+	}
+	// Wait for the GC that the refused write started (it finds nothing to
+	// free), so the deletes below are not collected by it.
+	for s.agc.inRun.Load() || s.agc.short.Load() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	half := len(vols) / 2
+	for _, v := range vols[half:] {
+		if err := s.DeleteVolume(v.ID()); err != nil {
+			t.Fatalf("delete on a full disk: %v", err)
+		}
+	}
+	s.NoteFreed(int64(len(vols)-half) << 22)
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 4<<20)
+	fillRand(rng, p)
+	if _, err := v.WriteAtStable(p, 0); err != nil {
+		t.Fatalf("the first write after deleting %d of %d volumes: %v (it should have waited for the GC)", len(vols)-half, len(vols), err)
+	}
+	got := make([]byte, len(p))
+	if _, err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("the write that waited for the GC reads back wrong (err %v)", err)
+	}
+}

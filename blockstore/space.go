@@ -23,36 +23,86 @@ type spaceGauge struct {
 
 const spaceRefresh = 10 * time.Millisecond
 
+// spaceWait bounds how long a data write refused for space waits for a
+// background GC run that may give space back (files were removed but not
+// yet collected) before it fails with ENOSPC. NFS clients wait for the
+// reply; ESXi's heartbeats go on over the same connection meanwhile.
+const spaceWait = 30 * time.Second
+
 // checkSpace refuses a data write of n bytes when, after it and after
 // everything in the log is destaged, less than ReserveBytes would be free.
 // The reserve is what lets destage, deletes, truncates and GC run on a full
-// disk, so space can be given back without a restart.
+// disk, so space can be given back without a restart. When data was let go
+// and the background GC runs, a write short of space first waits (at most
+// spaceWait) for the GC to collect it: space that was freed is not lost to
+// a writer that came a moment too early.
 func (s *Store) checkSpace(n int64) error {
 	if s.opts.noSpaceCheck {
 		return nil
 	}
-	g := &s.space
+	var deadline time.Time
+	for {
+		free, err := s.space.take(s.dir, n)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		queued := s.queueBytes
+		s.mu.Unlock()
+		if free-queued-n >= s.opts.ReserveBytes {
+			return nil
+		}
+		s.noteShort()
+		short := noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d reserved: %w", free, queued, s.opts.ReserveBytes, syscall.ENOSPC))
+		wait := s.gcWait()
+		if wait == nil {
+			return short
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(spaceWait)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return short
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-wait:
+			t.Stop()
+		case <-t.C:
+			return short
+		case <-s.stop:
+			t.Stop()
+			return ErrClosed
+		}
+	}
+}
+
+// take returns the free bytes of the file system under dir, from a statfs
+// at most spaceRefresh old, and counts n of them as taken until the next
+// refresh (assuming the worst).
+func (g *spaceGauge) take(dir string, n int64) (int64, error) {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if time.Since(g.at) > spaceRefresh {
 		var st unix.Statfs_t
-		if err := unix.Statfs(s.dir, &st); err != nil {
-			g.mu.Unlock()
-			return fmt.Errorf("blockstore: statfs: %w", err)
+		if err := unix.Statfs(dir, &st); err != nil {
+			return 0, fmt.Errorf("blockstore: statfs: %w", err)
 		}
 		g.free = int64(st.Bavail) * int64(st.Bsize)
 		g.at = time.Now()
 	}
 	free := g.free
-	g.free -= n // until the next refresh, assume the worst
+	g.free -= n
+	return free, nil
+}
+
+// invalidate makes the next take look at the file system again (after a
+// GC gave space back).
+func (g *spaceGauge) invalidate() {
+	g.mu.Lock()
+	g.at = time.Time{}
 	g.mu.Unlock()
-	s.mu.Lock()
-	queued := s.queueBytes
-	s.mu.Unlock()
-	if free-queued-n < s.opts.ReserveBytes {
-		s.noteShort()
-		return noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d reserved: %w", free, queued, s.opts.ReserveBytes, syscall.ENOSPC))
-	}
-	return nil
 }
 
 // Capacity describes the file system under the datastore, less the reserve
