@@ -320,11 +320,19 @@ func TestWriteWaitsForGC(t *testing.T) {
 	if !errors.Is(full, ErrNoSpace) {
 		t.Fatalf("filling the disk ended with %v, want ErrNoSpace", full)
 	}
-	// Wait for the GC that the refused write started (it finds nothing to
-	// free), so the deletes below are not collected by it.
-	for s.agc.inRun.Load() || s.agc.short.Load() {
-		time.Sleep(10 * time.Millisecond)
+	// Let the loop settle after the refused write's kick (a GC may run and
+	// find nothing to free), then clear the shortage it recorded: from here
+	// on only the next refused write may start a GC, so the deletes below
+	// are not collected before it.
+	for quiet := 0; quiet < 3; {
+		time.Sleep(20 * time.Millisecond)
+		if s.agc.inRun.Load() || len(s.agc.kickCh()) > 0 {
+			quiet = 0
+		} else {
+			quiet++
+		}
 	}
+	s.agc.short.Store(false)
 	half := len(vols) / 2
 	for _, v := range vols[half:] {
 		if err := s.DeleteVolume(v.ID()); err != nil {

@@ -454,6 +454,17 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 	lt := &txLayers{b: tx.Bucket(bLayers), recs: map[uint64]*layerRec{}, dirty: map[uint64]bool{}, gone: map[uint64]bool{}}
 	vb := tx.Bucket(bVolumes)
 	var key [24]byte
+	// The map values of the batch, carved from one allocation: bbolt keeps
+	// a value slice (it copies only keys) until the transaction ends.
+	nvals := 0
+	for _, q := range batch {
+		nvals += len(q.d.ops)
+	}
+	vals := make([]byte, 0, 8*nvals)
+	val := func(v uint64) []byte {
+		vals = binary.LittleEndian.AppendUint64(vals, v)
+		return vals[len(vals)-8 : len(vals) : len(vals)]
+	}
 	for _, q := range batch {
 		switch q.d.typ {
 		case recBlocks:
@@ -478,7 +489,7 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 						}
 						continue
 					}
-					if err := mb.Put(key[:], le64(0)); err != nil {
+					if err := mb.Put(key[:], val(0)); err != nil {
 						return err
 					}
 					continue
@@ -492,7 +503,7 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 				if err != nil {
 					return fmt.Errorf("layer %d block %d: %w", q.d.layer, op.blk, err)
 				}
-				if err := mb.Put(key[:], le64(id)); err != nil {
+				if err := mb.Put(key[:], val(id)); err != nil {
 					return err
 				}
 			}

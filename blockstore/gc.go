@@ -203,6 +203,10 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 					return err
 				}
 			}
+			// Dropped even if the transaction fails: the front may miss
+			// entries, never hold a dead one (writers' lookups wait for
+			// gcMu, held here).
+			s.fpc.drop(&deadFP[i], id)
 		}
 		for id, r := range packRecs {
 			if err := pb.Put(u64b(id), r.encode()); err != nil {

@@ -322,15 +322,22 @@ func (s *Store) FillRemote(id LayerID, blocks []uint64, data [][]byte) ([]Finger
 	ops := make([]blockOp, len(blocks))
 	fps := make([]Fingerprint, len(blocks))
 	parallel(len(blocks), func(lo, hi int) {
+		var some [][]byte
+		var at []int
 		for i := lo; i < hi; i++ {
 			ops[i].blk = blocks[i]
 			if data[i] == nil || isZero(data[i]) {
 				ops[i].kind = kindHole
 				continue
 			}
-			ops[i].fp = s.seal.fingerprint(data[i])
-			fps[i] = ops[i].fp
 			ops[i].kind = kindData
+			some, at = append(some, data[i]), append(at, i)
+		}
+		sums := make([]Fingerprint, len(some))
+		s.seal.fingerprintMany(some, sums)
+		for j, i := range at {
+			ops[i].fp = sums[j]
+			fps[i] = sums[j]
 		}
 	})
 	s.gcMu.RLock()

@@ -2,12 +2,14 @@ package blockstore
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -520,10 +522,29 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		}
 	}
 	ops := make([]blockOp, n)
-	var hits []uint64
-	// Fingerprints of a large write are computed on all cores: for
-	// duplicate data they are nearly all the work.
+	// Dedupe: a block already pending or stored costs a reference, not its
+	// bytes (the in-memory front first, then the index). The GC lock is held
+	// from the lookup until the record is in the queue, so a GC either sees
+	// the reference in the queue or has its mark set by the hit (I7).
+	// destageGen is read before any lookup: if no destage commits until
+	// the record is queued, the misses are still not in the index.
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+	s.mu.Lock()
+	gen := s.destageGen
+	s.mu.Unlock()
+	// Fingerprints, dedupe lookups and compression of a large write run on
+	// all cores, each core on its own range of blocks: for duplicate data
+	// hashing and lookups are nearly all the work.
+	fps := make([]Fingerprint, n)
+	var (
+		errMu  sync.Mutex
+		errOne error
+	)
+	miss := make([]bool, n) // kindData and in neither the front nor the index
 	parallel(n, func(lo, hi int) {
+		data := make([][]byte, 0, hi-lo) // this range's blocks that are not zeros
+		at := make([]int, 0, hi-lo)      // their indices in ops
 		for i := lo; i < hi; i++ {
 			b := first + uint64(i)
 			bstart := int64(b) * bs
@@ -544,44 +565,50 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 				ops[i].kind = kindHole
 				continue
 			}
-			ops[i].fp = s.seal.fingerprint(block)
 			ops[i].kind = kindData
 			ops[i].sealed = block // sealed below unless deduplicated
+			data, at = append(data, block), append(at, i)
 		}
-	})
-	var lookups []int
-	var gen uint64 // destageGen when the lookups began
-	for i := range ops {
-		if ops[i].kind == kindData {
-			lookups = append(lookups, i)
+		if len(at) == 0 {
+			return
 		}
-	}
-	// Dedupe: a block already pending or stored costs a reference, not its
-	// bytes (the in-memory front first, then the index). The GC lock is held
-	// from the lookup until the record is in the queue, so a GC either sees
-	// the reference in the queue or has its mark set by the hit (I7).
-	if len(lookups) > 0 {
-		s.gcMu.RLock()
-		defer s.gcMu.RUnlock()
+		// The range's blocks are hashed together, side by side.
+		sums := fps[lo : lo+len(data)]
+		s.seal.fingerprintMany(data, sums)
+		for j, i := range at {
+			ops[i].fp = sums[j]
+		}
+		lookups := at[:0:0]
 		s.mu.Lock()
-		gen = s.destageGen
-		var miss []int
-		for _, i := range lookups {
+		for _, i := range at {
 			if pb := s.fpPending[ops[i].fp]; pb != nil {
 				ops[i].kind = kindRef
 				ops[i].sealed, ops[i].codec = pb.sealed, pb.codec
 			} else {
-				miss = append(miss, i)
+				lookups = append(lookups, i)
 			}
 		}
 		s.mu.Unlock()
-		lookups = miss
+		// The index's front (fpCache), then the index for the rest.
+		var hits []uint64
+		rest := lookups[:0:0]
+		for _, i := range lookups {
+			if id := s.fpc.get(&ops[i].fp); id != 0 && !s.isQuarantined(id) {
+				ops[i].kind = kindRef
+				ops[i].sealed = nil
+				ops[i].chunk = id
+				hits = append(hits, id)
+			} else {
+				rest = append(rest, i)
+			}
+		}
+		lookups = rest
+		var err error
 		if len(lookups) > 0 {
-			err := s.db.View(func(tx *bolt.Tx) error {
+			err = s.db.View(func(tx *bolt.Tx) error {
 				// One cursor for all lookups: Bucket.Get would build a new
 				// one (and allocate its stack) per block.
 				cur := tx.Bucket(bIndex).Cursor()
-				var still []int
 				for _, i := range lookups {
 					if k, v := cur.Seek(ops[i].fp[:]); k != nil && bytes.Equal(k, ops[i].fp[:]) && len(v) == 8 &&
 						!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
@@ -589,29 +616,35 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 						ops[i].sealed = nil
 						ops[i].chunk = binary.LittleEndian.Uint64(v)
 						hits = append(hits, ops[i].chunk)
+						s.fpc.set(&ops[i].fp, ops[i].chunk)
 					} else {
-						still = append(still, i)
+						miss[i] = true
 					}
 				}
 				s.touchedTx(tx, len(lookups))
-				lookups = still
 				return nil
 			})
-			if err != nil {
-				return 0, err
-			}
-			if s.gcMark != nil {
-				for _, id := range hits {
-					s.gcMark.set(id)
-				}
+		}
+		if err != nil {
+			errMu.Lock()
+			errOne = cmp.Or(errOne, err)
+			errMu.Unlock()
+			return
+		}
+		if s.gcMark != nil {
+			for _, id := range hits {
+				s.gcMark.set(id)
 			}
 		}
-	}
-	parallel(len(lookups), func(lo, hi int) {
-		for _, i := range lookups[lo:hi] {
-			ops[i].codec, ops[i].sealed = s.seal.seal(nil, ops[i].fp, ops[i].sealed)
+		for _, i := range lookups {
+			if miss[i] {
+				ops[i].codec, ops[i].sealed = s.seal.seal(nil, ops[i].fp, ops[i].sealed)
+			}
 		}
 	})
+	if errOne != nil {
+		return 0, errOne
+	}
 	// The record goes to the log as parts: the entry headers, and each
 	// sealed block as it is, copied once, into the log buffer.
 	parts := make([][]byte, 0, 2*len(ops)+1)
@@ -647,8 +680,10 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 	if s.destageGen == gen {
 		// No destage committed since the lookups: the misses are still
 		// not in the index (applyLocked checks for twins logged since).
-		for _, i := range lookups {
-			ops[i].absent = true
+		for i := range ops {
+			if miss[i] {
+				ops[i].absent = true
+			}
 		}
 	}
 	parts[0] = appendBlocksHeader(make([]byte, 0, 32), top, mode, size, n)
@@ -817,7 +852,10 @@ func (lv *LayerView) Size() int64 {
 }
 
 // parallel runs fn over [0, n) split across the CPUs when n is large enough
-// to pay for the goroutines.
+// to pay for the goroutines. The range is cut into pieces of at least
+// minPer that the goroutines take in turn, so a core that is also busy
+// elsewhere (destage, the log) takes fewer and nobody waits for it: with
+// one fixed half per core, a write waited for the slower core.
 func parallel(n int, fn func(lo, hi int)) {
 	const minPer = 16
 	w := min(runtime.GOMAXPROCS(0), n/minPer)
@@ -825,16 +863,26 @@ func parallel(n int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	per := (n + w - 1) / w
-	for lo := per; lo < n; lo += per {
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer wg.Done()
-			fn(lo, hi)
-		}(lo, min(lo+per, n))
+	per := max(minPer, n/(4*w))
+	var next atomic.Int64
+	work := func() {
+		for {
+			lo := int(next.Add(int64(per))) - per
+			if lo >= n {
+				return
+			}
+			fn(lo, min(lo+per, n))
+		}
 	}
-	fn(0, min(per, n))
+	var wg sync.WaitGroup
+	for range w - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work()
+		}()
+	}
+	work()
 	wg.Wait()
 }
 
