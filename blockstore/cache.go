@@ -233,15 +233,35 @@ func (s *Store) readRun(locs []chunkLoc, lo, hi int64, out [][]byte) error {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("blockstore: reading pack %d at %d: %w", pack, lo, err)
 	}
-	for _, l := range locs {
-		var data []byte
+	// Decode every chunk of the run, then verify them all side by side
+	// (fphash): no chunk is cached or returned before it is verified (I5).
+	datas := make([][]byte, len(locs))
+	errs := make([]error, len(locs))
+	plain := make([][]byte, 0, len(locs))
+	for k, l := range locs {
 		rel := l.rec.off - lo
 		if end := rel + int64(chunkHeaderSize+l.rec.n); end > int64(n) {
 			// The chunk table points past the end of the pack.
-			err = fmt.Errorf("blockstore: pack %d is shorter than its chunks (%w): %w", pack, io.ErrUnexpectedEOF, ErrCorrupt)
-		} else {
-			data, err = s.openChunk(buf[rel:], l.rec)
+			errs[k] = fmt.Errorf("blockstore: pack %d is shorter than its chunks (%w): %w", pack, io.ErrUnexpectedEOF, ErrCorrupt)
+		} else if datas[k], errs[k] = s.openChunkUnverified(buf[rel:], l.rec); errs[k] == nil {
+			plain = append(plain, datas[k])
 		}
+	}
+	sums := make([]Fingerprint, len(plain))
+	s.seal.fingerprintMany(plain, sums)
+	j := 0
+	for k, l := range locs {
+		if errs[k] != nil {
+			continue
+		}
+		if sums[j] != l.rec.fp {
+			errs[k] = corruptf("chunk %s: plaintext has fingerprint %s", l.rec.fp, sums[j])
+			datas[k] = nil
+		}
+		j++
+	}
+	for k, l := range locs {
+		data, err := datas[k], errs[k]
 		if err != nil {
 			s.logger.Error("blockstore: corrupt chunk", "chunk", l.id, "pack", pack, "offset", l.rec.off, "err", err)
 			s.quarantineChunk(l.id, l.rec.fp)
@@ -268,6 +288,19 @@ func (s *Store) openChunk(b []byte, rec chunkRec) ([]byte, error) {
 		return nil, fmt.Errorf("chunk record does not match the chunk table: %w", ErrCorrupt)
 	}
 	return s.seal.open(make([]byte, 0, s.bs), fp, codec, sealed)
+}
+
+// openChunkUnverified is openChunk without the fingerprint check, which
+// the caller makes (readRun, for many chunks at once).
+func (s *Store) openChunkUnverified(b []byte, rec chunkRec) ([]byte, error) {
+	fp, codec, sealed, _, err := decodeChunkRecord(b, s.bs)
+	if err != nil {
+		return nil, err
+	}
+	if fp != rec.fp || codec != rec.codec || len(sealed) != rec.n {
+		return nil, fmt.Errorf("chunk record does not match the chunk table: %w", ErrCorrupt)
+	}
+	return s.seal.openUnverified(make([]byte, 0, s.bs), fp, codec, sealed)
 }
 
 // bitset is GC's mark set over chunk IDs 1..n.

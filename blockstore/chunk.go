@@ -330,6 +330,18 @@ func corruptf(format string, args ...any) error {
 // record cannot be used to slip data past the AEAD.
 func (s *sealer) open(dst []byte, fp Fingerprint, codec uint8, sealed []byte) ([]byte, error) {
 	start := len(dst)
+	dst, err := s.openUnverified(dst, fp, codec, sealed)
+	if err != nil {
+		return dst, err
+	}
+	return s.verify(dst, start, fp)
+}
+
+// openUnverified is open without the final fingerprint check: for callers
+// that verify many chunks side by side (readRun). Its output must not be
+// used before it is verified (I5).
+func (s *sealer) openUnverified(dst []byte, fp Fingerprint, codec uint8, sealed []byte) ([]byte, error) {
+	start := len(dst)
 	bs := s.blockSize
 	if !validCodec(codec) {
 		return dst, corruptf("chunk %s: unknown codec %#02x", fp, codec)
@@ -362,7 +374,7 @@ func (s *sealer) open(dst []byte, fp Fingerprint, codec uint8, sealed []byte) ([
 			if _, err := s.aead.Open(dst[start:start], nonce, ct, ad[:]); err != nil {
 				return dst[:start], corruptf("chunk %s: %v", fp, err)
 			}
-			return s.verify(dst[:start+bs], start, fp)
+			return dst[:start+bs], nil
 		}
 		sp := s.scratch.Get().(*[]byte)
 		defer s.scratch.Put(sp)
@@ -411,7 +423,7 @@ func (s *sealer) open(dst []byte, fp Fingerprint, codec uint8, sealed []byte) ([
 		}
 		dst = dst[:start+bs]
 	}
-	return s.verify(dst, start, fp)
+	return dst, nil
 }
 
 // verify checks that dst[start:] has fingerprint fp, the final guard (I5)
