@@ -68,7 +68,9 @@ func SumMany[T ~[32]byte](h *Hasher, blocks [][]byte, out []T) {
 	if len(out) < len(blocks) {
 		panic("fphash: SumMany: out is shorter than blocks")
 	}
-	if !h.wide || len(blocks) == 0 {
+	// Fewer chunks than half the lanes: one by one is faster than a
+	// kernel call with most lanes idle (a single 4 KiB write).
+	if !h.wide || len(blocks)*(h.size/chunkLen) < lanes/2 {
 		for i, b := range blocks {
 			out[i] = T(h.Sum(b))
 		}
