@@ -47,10 +47,12 @@ type autoGCState struct {
 	// What a write refused for space waits on (gcWait): whether a
 	// background GC loop runs, whether it is collecting now, and a
 	// channel closed when the current or next run ends.
-	loops  atomic.Int32
-	inRun  atomic.Bool
-	doneMu sync.Mutex
-	done   chan struct{}
+	loops   atomic.Int32
+	inRun   atomic.Bool
+	pending atomic.Bool   // kicked, and the loop has not looked yet
+	runs    atomic.Uint64 // GC runs ended
+	doneMu  sync.Mutex
+	done    chan struct{}
 }
 
 // runDone returns the channel closed when the current or next GC run ends.
@@ -63,7 +65,8 @@ func (a *autoGCState) runDone() chan struct{} {
 	return a.done
 }
 
-// endRun wakes everyone waiting for the current run.
+// endRun wakes everyone waiting for the current run, or for the loop's
+// decision not to run.
 func (a *autoGCState) endRun() {
 	a.doneMu.Lock()
 	defer a.doneMu.Unlock()
@@ -73,12 +76,12 @@ func (a *autoGCState) endRun() {
 	}
 }
 
-// gcWait returns a channel that closes when a background GC run that may
-// give space back has ended, or nil when no such run is coming: no GC loop
-// runs, or nothing was let go since the last run and none is under way.
+// gcWait returns a channel that closes when the background GC has run, or
+// has decided not to, after the caller found itself short of space; nil
+// when no GC loop runs. The caller tells the two apart with runs.
 func (s *Store) gcWait() <-chan struct{} {
 	a := &s.agc
-	if a.loops.Load() == 0 || (a.freed.Load() <= 0 && !a.inRun.Load()) {
+	if a.loops.Load() == 0 {
 		return nil
 	}
 	ch := a.runDone()
@@ -111,6 +114,7 @@ func (s *Store) noteShort() {
 }
 
 func (s *Store) kickGC() {
+	s.agc.pending.Store(true)
 	select {
 	case s.agc.kickCh() <- struct{}{}:
 	default:
@@ -165,10 +169,15 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 			prevHead, tickHead = tickHead, s.log.head()
 		case <-kick:
 		}
+		// Writers refused for space wait on this look (gcWait): every
+		// path that does not run a GC wakes them (endRun) with runs
+		// unchanged, so they fail at once rather than at their deadline.
+		s.agc.pending.Store(false)
 		low := o.LowSpace
 		c, err := s.Capacity()
 		if err != nil {
 			s.logger.Warn("blockstore: auto gc: capacity", "err", err)
+			s.agc.endRun()
 			continue
 		}
 		if low <= 0 {
@@ -191,6 +200,7 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		case o.Interval > 0 && changed && since >= o.Interval:
 			why = "interval"
 		default:
+			s.agc.endRun()
 			continue
 		}
 		if why == "data freed" || why == "interval" {
@@ -200,6 +210,7 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 					s.logger.Debug("blockstore: auto gc waits while writers are busy", "why", why)
 				}
 				if time.Since(deferredSince) < o.MaxDefer {
+					s.agc.endRun()
 					continue
 				}
 				why += ", waited for writers"
@@ -218,13 +229,14 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		}
 		// Short of space, packs with a tenth dead are worth rewriting.
 		threshold := 0.5
-		if int64(c.Avail) < low {
+		if int64(c.Avail) < low || short {
 			threshold = 0.9
 		}
 		rep, err := s.GC(ctx, GCOptions{Threshold: threshold})
 		last = time.Now()
 		s.agc.inRun.Store(false)
 		s.space.invalidate()
+		s.agc.runs.Add(1)
 		s.agc.endRun()
 		if err != nil {
 			if errors.Is(err, ErrClosed) || ctx.Err() != nil {

@@ -156,18 +156,22 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		openPack = s.pack.id()
 	}
 	packRecs := make(map[uint64]packRec)
+	// The open pack is compacted like any other once it is dead enough:
+	// it is sealed first (no more appends; the next destage starts a new
+	// pack). Left open, the dead data in it (the tail of files removed
+	// just after they were written) stayed until the pack filled, on a
+	// full disk for good: writes failed with its space unreachable.
+	sealOpen := false
 	err = s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bPacks).ForEach(func(k, v []byte) error {
 			id := binary.BigEndian.Uint64(k)
 			r := decodePackRec(v)
 			r.live, r.liveChunks = live[id].live, live[id].liveChunks
 			packRecs[id] = r
-			if id == openPack && r.live > 0 {
-				return nil
-			}
 			body := r.size - packHeaderSize
 			if r.live == 0 || body <= 0 || float64(r.live)/float64(body) < o.Threshold {
 				victims = append(victims, id)
+				sealOpen = sealOpen || (id == openPack && r.live > 0)
 			}
 			return nil
 		})
@@ -213,10 +217,17 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 				return err
 			}
 		}
+		if sealOpen {
+			return tx.Bucket(bMeta).Put(kOpenPack, u64b(0))
+		}
 		return nil
 	})
 	if err != nil {
 		return rep, fmt.Errorf("blockstore: gc sweep: %w", noSpace(err))
+	}
+	if sealOpen {
+		s.pack.close()
+		s.pack, s.packCommitted = nil, 0
 	}
 	s.gcMark = nil
 	s.gcMu.Unlock()

@@ -32,10 +32,12 @@ const spaceWait = 30 * time.Second
 // checkSpace refuses a data write of n bytes when, after it and after
 // everything in the log is destaged, less than ReserveBytes would be free.
 // The reserve is what lets destage, deletes, truncates and GC run on a full
-// disk, so space can be given back without a restart. When data was let go
-// and the background GC runs, a write short of space first waits (at most
-// spaceWait) for the GC to collect it: space that was freed is not lost to
-// a writer that came a moment too early.
+// disk, so space can be given back without a restart. When the background
+// GC runs, a write short of space first asks it to look and waits (at most
+// spaceWait, run after run while each gives something back) for a run that
+// may collect what was let go or overwritten: space that was freed is not
+// lost to a writer that came a moment too early. If the GC finds no reason
+// to run, the write fails at once.
 func (s *Store) checkSpace(n int64) error {
 	if s.opts.noSpaceCheck {
 		return nil
@@ -52,8 +54,9 @@ func (s *Store) checkSpace(n int64) error {
 		if free-queued-n >= s.opts.ReserveBytes {
 			return nil
 		}
-		s.noteShort()
 		short := noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d reserved: %w", free, queued, s.opts.ReserveBytes, syscall.ENOSPC))
+		runs := s.agc.runs.Load()
+		s.noteShort()
 		wait := s.gcWait()
 		if wait == nil {
 			return short
@@ -69,6 +72,11 @@ func (s *Store) checkSpace(n int64) error {
 		select {
 		case <-wait:
 			t.Stop()
+			if s.agc.runs.Load() == runs {
+				// The GC looked and found no reason to run: nothing was
+				// let go or changed since its last run.
+				return short
+			}
 		case <-t.C:
 			return short
 		case <-s.stop:
