@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -340,6 +341,34 @@ func (h *schedHarness) idle() {
 	}
 }
 
+// waitLoop waits until Run sleeps on a timer that has not fired and no
+// Fire call runs but those of the groups named.
+func (h *schedHarness) waitLoop(blocked ...string) {
+	h.t.Helper()
+	deadline := time.After(10 * time.Second)
+	s := h.s
+	for {
+		s.mu.Lock()
+		others := 0
+		for name := range s.running {
+			if !slices.Contains(blocked, name) {
+				others++
+			}
+		}
+		if s.waiting && others == 0 && !timerFired(s.timer) {
+			s.mu.Unlock()
+			return
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			h.t.Fatal("the scheduler's loop did not go to sleep")
+		}
+	}
+}
+
 // set moves the clock and waits until the scheduler has handled it.
 func (h *schedHarness) set(t time.Time) {
 	h.t.Helper()
@@ -669,6 +698,12 @@ func TestSchedulerNoOverlap(t *testing.T) {
 
 	h.clock.Set(t0.Add(time.Hour))
 	waitStarted(t, h, "slow@11-21 11:00 UTC", "other@11-21 11:00 UTC")
+	// Before the clock moves, other's 11:00 run must have ended (else its
+	// 12:00 run is rightly skipped too) and the loop must be asleep on its
+	// 12:00 timer (moved between its reading of the time and its new
+	// timer, the timer would count its hour from 12:00). idle cannot be
+	// used: slow's run goes on.
+	h.waitLoop("slow")
 	// 12:00 comes while slow's 11:00 run still runs: skipped and logged;
 	// the other group runs.
 	h.clock.Set(t0.Add(2 * time.Hour))
