@@ -308,8 +308,9 @@ type nvlog struct {
 	// fmu serializes changes to the set of files (prepare, recycle), which
 	// are slow enough that holding mu for them would stall appenders and the
 	// flusher.
-	fmu    sync.Mutex
-	spares []logSpare
+	fmu     sync.Mutex
+	spares  []logSpare
+	nspares atomic.Int32 // len(spares), for the space check without fmu
 
 	mu          sync.Mutex
 	cond        sync.Cond // durable moved, log failed or closed, buffer room, prepare done
@@ -612,6 +613,7 @@ func (l *nvlog) replay(from LSN, fn func(lsn LSN, payload []byte) error) (LSN, e
 		spares = append(spares, sp)
 	}
 	l.spares = spares
+	l.nspares.Store(int32(len(l.spares)))
 	l.fmu.Unlock()
 
 	if cur != nil {
@@ -830,6 +832,7 @@ func (l *nvlog) prepareSegment(seq uint64, want int64) (*logSegment, error) {
 			return nil, fmt.Errorf("nvlog: %w", err)
 		}
 		l.spares = l.spares[:n-1]
+		l.nspares.Store(int32(len(l.spares)))
 		spare = &sp
 		f, err = os.OpenFile(path, os.O_RDWR, 0)
 	} else {
@@ -844,6 +847,7 @@ func (l *nvlog) prepareSegment(seq uint64, want int64) (*logSegment, error) {
 		f.Close()
 		if spare != nil && os.Rename(path, spare.path) == nil {
 			l.spares = append(l.spares, *spare)
+			l.nspares.Store(int32(len(l.spares)))
 		} else {
 			os.Remove(path)
 		}
@@ -986,6 +990,7 @@ func (l *nvlog) recycle(victims []*logSegment) error {
 			sp := logSpare{id: s.seq, path: logSparePath(l.dir, s.seq)}
 			if err = os.Rename(s.path, sp.path); err == nil {
 				l.spares = append(l.spares, sp)
+				l.nspares.Store(int32(len(l.spares)))
 			}
 		} else {
 			err = os.Remove(s.path)

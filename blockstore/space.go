@@ -51,10 +51,11 @@ func (s *Store) checkSpace(n int64) error {
 		s.mu.Lock()
 		queued := s.queueBytes
 		s.mu.Unlock()
-		if free-queued-n >= s.opts.ReserveBytes {
+		reserve := s.reserve()
+		if free-queued-n >= reserve {
 			return nil
 		}
-		short := noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d reserved: %w", free, queued, s.opts.ReserveBytes, syscall.ENOSPC))
+		short := noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d reserved: %w", free, queued, reserve, syscall.ENOSPC))
 		runs := s.agc.runs.Load()
 		s.noteShort()
 		wait := s.gcWait()
@@ -84,6 +85,18 @@ func (s *Store) checkSpace(n int64) error {
 			return ErrClosed
 		}
 	}
+}
+
+// reserve is the free space data writes leave alone: ReserveBytes, less the
+// log's spare segments (at most two). The default reserve is two segments
+// and 32 MiB: room for the log to go on when data is refused. A spare is a
+// segment already allocated for that, so it need not be kept twice: the
+// log recycles retired segments as spares, and counting them in the
+// reserve as well took up to 128 MiB of a small disk from data.
+func (s *Store) reserve() int64 {
+	seg := s.log.opts.SegmentSize
+	n := int64(min(s.log.nspares.Load(), 2))
+	return max(s.opts.ReserveBytes-n*seg, 0)
 }
 
 // take returns the free bytes of the file system under dir, from a statfs
@@ -128,7 +141,7 @@ func (s *Store) Capacity() (Capacity, error) {
 	}
 	bs := uint64(st.Bsize)
 	c := Capacity{Total: st.Blocks * bs, Free: st.Bfree * bs, Avail: st.Bavail * bs, Files: st.Files, FreeFiles: st.Ffree}
-	r := uint64(max(s.opts.ReserveBytes, 0))
+	r := uint64(s.reserve())
 	c.Free = c.Free - min(c.Free, r)
 	c.Avail = c.Avail - min(c.Avail, r)
 	return c, nil

@@ -314,3 +314,48 @@ func BenchmarkFreezeClone(b *testing.B) {
 		}
 	}
 }
+
+// TestReserveCountsSpares: the log's spare segments are part of the space
+// kept back from data, not on top of it. Once the log has recycled two
+// retired segments as spares, the reserve data writes leave free is two
+// segments smaller.
+func TestReserveCountsSpares(t *testing.T) {
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: 4 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	const seg = 1 << 20
+	s, err := Open(dir, Options{SegmentSize: seg, MaxLogBytes: 2 * seg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.log.nspares.Load() != 0 {
+		t.Fatalf("a new store has %d spare segments", s.log.nspares.Load())
+	}
+	full := s.reserve()
+	if full != 2*seg+32<<20 {
+		t.Fatalf("reserve %d with no spares, want %d", full, 2*seg+32<<20)
+	}
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	p := make([]byte, 256<<10)
+	for off := int64(0); off < 16<<20 && s.log.nspares.Load() < 2; off += int64(len(p)) {
+		fillRand(rng, p)
+		if _, err := v.WriteAtStable(p, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.log.nspares.Load(); n != 2 {
+		t.Fatalf("%d spare segments after 16 MiB through 1 MiB segments, want 2", n)
+	}
+	if got := s.reserve(); got != full-2*seg {
+		t.Fatalf("reserve %d with two spares, want %d", got, full-2*seg)
+	}
+}

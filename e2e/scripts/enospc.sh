@@ -119,7 +119,7 @@ say "write as much again as was filled before: the space is really back"
 j=0
 while [ $j -lt $((i - 2)) ]; do
 	dd if=/dev/urandom of=/mnt/after/b$j bs=1M count=8 conv=fsync status=none 2>"$ERR" ||
-		fail "writing after/b$j ($((j * 8)) MiB of the $((i * 8)) MiB written before the disk was full): $(cat "$ERR")"
+		fail "writing after/b$j ($((j * 8)) MiB of the $((i * 8)) MiB written before the disk was full): $(cat "$ERR"); $(space)"
 	j=$((j + 1))
 done
 say "ok: $((j * 8)) MiB written again"
