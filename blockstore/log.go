@@ -42,6 +42,10 @@ const (
 	// Spares keep preallocated space for a full disk; more than a couple
 	// would just hide space from the rest of the store.
 	logMaxSpares = 2
+	// logBudgetFiles is how many segment files (segments, the one prepared
+	// next, spares) the space reserve plans for: a spare is kept only while
+	// the log holds fewer files than this (see Store.reserve).
+	logBudgetFiles = 4
 	// A batch this large is written at once instead of waiting for the
 	// flush delay: waiting would not make the write any cheaper.
 	logFlushThreshold = 1 << 20
@@ -65,6 +69,11 @@ var errLogShort = errors.New("nvlog: record extends past the available bytes")
 type logOptions struct {
 	SegmentSize int64         // bytes per segment file, header included; 0 = 64 MiB
 	FlushDelay  time.Duration // max delay before unstable data is written; 0 = 2ms
+	// MaxFiles: a retired segment is kept as a spare only while the log
+	// holds fewer files than this (segments, the prepared one, spares);
+	// 0 = no bound but logMaxSpares. The store sets logBudgetFiles, the
+	// files its space reserve plans for (Store.reserve).
+	MaxFiles int
 }
 
 // logRecordSize is the padded on-disk size of a record with an n-byte payload.
@@ -933,6 +942,20 @@ func (l *nvlog) tail() LSN {
 	return l.tailLSN
 }
 
+// files returns how many segment files the log holds (its segments, the
+// one prepared next, its spares) and how many of them are ready to take
+// records without allocating (the prepared one and the spares).
+func (l *nvlog) files() (all, ready int) {
+	l.mu.Lock()
+	all = len(l.segs)
+	if l.next != nil {
+		ready++
+	}
+	l.mu.Unlock()
+	sp := int(l.nspares.Load())
+	return all + ready + sp, ready + sp
+}
+
 // size is the bytes of log between tail and head.
 func (l *nvlog) size() int64 {
 	l.mu.Lock()
@@ -979,6 +1002,12 @@ func (l *nvlog) truncate(before LSN) error {
 func (l *nvlog) recycle(victims []*logSegment) error {
 	l.fmu.Lock()
 	defer l.fmu.Unlock()
+	l.mu.Lock()
+	busy := len(l.segs)
+	if l.next != nil {
+		busy++
+	}
+	l.mu.Unlock()
 	var first error
 	for _, s := range victims {
 		if s.f != nil {
@@ -986,7 +1015,8 @@ func (l *nvlog) recycle(victims []*logSegment) error {
 			s.f = nil
 		}
 		var err error
-		if len(l.spares) < logMaxSpares && !slices.ContainsFunc(l.spares, func(sp logSpare) bool { return sp.id == s.seq }) {
+		if len(l.spares) < logMaxSpares && (l.opts.MaxFiles <= 0 || busy+len(l.spares) < l.opts.MaxFiles) &&
+			!slices.ContainsFunc(l.spares, func(sp logSpare) bool { return sp.id == s.seq }) {
 			sp := logSpare{id: s.seq, path: logSparePath(l.dir, s.seq)}
 			if err = os.Rename(s.path, sp.path); err == nil {
 				l.spares = append(l.spares, sp)

@@ -87,16 +87,27 @@ func (s *Store) checkSpace(n int64) error {
 	}
 }
 
-// reserve is the free space data writes leave alone: ReserveBytes, less the
-// log's spare segments (at most two). The default reserve is two segments
-// and 32 MiB: room for the log to go on when data is refused. A spare is a
-// segment already allocated for that, so it need not be kept twice: the
-// log recycles retired segments as spares, and counting them in the
-// reserve as well took up to 128 MiB of a small disk from data.
+// reserve is the free space data writes leave alone. The log's files are
+// counted with it: ReserveBytes (by default two segments and 32 MiB) is
+// what must stay free while the log holds two segment files, and every
+// file more (a segment not yet retired, the one prepared next, a spare)
+// is a segment already allocated that the reserve need not also keep
+// free; every file fewer must be kept free in addition. So the log and the
+// reserve together always set aside ReserveBytes + 2 segments, and the
+// capacity a client sees does not move with the log's state. (Counted
+// apart, the 64 MiB files the log makes, recycles and deletes made the
+// room for data swing by up to 128 MiB on a small disk, and writing what
+// fitted a moment before failed.) It never falls below ReserveBytes less
+// two segments (the 32 MiB for destage and GC), plus one segment when no
+// file is ready for the log's next rotation.
 func (s *Store) reserve() int64 {
 	seg := s.log.opts.SegmentSize
-	n := int64(min(s.log.nspares.Load(), 2))
-	return max(s.opts.ReserveBytes-n*seg, 0)
+	all, ready := s.log.files()
+	floor := max(s.opts.ReserveBytes-2*seg, 0)
+	if ready == 0 {
+		floor += seg
+	}
+	return max(s.opts.ReserveBytes-int64(all-2)*seg, floor)
 }
 
 // take returns the free bytes of the file system under dir, from a statfs

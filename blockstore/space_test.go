@@ -315,11 +315,12 @@ func BenchmarkFreezeClone(b *testing.B) {
 	}
 }
 
-// TestReserveCountsSpares: the log's spare segments are part of the space
-// kept back from data, not on top of it. Once the log has recycled two
-// retired segments as spares, the reserve data writes leave free is two
-// segments smaller.
-func TestReserveCountsSpares(t *testing.T) {
+// TestReserveCountsLogFiles: the log's files are part of the space kept
+// back from data, not on top of it, so the room for data does not move
+// with the log's state: with one segment at first, and with segments,
+// a prepared one and spares later, the reserve plus the log's files stay
+// ReserveBytes plus two segments.
+func TestReserveCountsLogFiles(t *testing.T) {
 	dir := t.TempDir()
 	if err := Init(dir, InitOptions{BlockSize: 4 << 10}); err != nil {
 		t.Fatal(err)
@@ -330,13 +331,15 @@ func TestReserveCountsSpares(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.log.nspares.Load() != 0 {
-		t.Fatalf("a new store has %d spare segments", s.log.nspares.Load())
+	budget := s.opts.ReserveBytes + 2*seg
+	check := func(when string) {
+		t.Helper()
+		all, _ := s.log.files()
+		if got := s.reserve() + int64(all)*seg; got != budget {
+			t.Fatalf("%s: reserve %d + %d log files of %d = %d, want %d", when, s.reserve(), all, seg, got, budget)
+		}
 	}
-	full := s.reserve()
-	if full != 2*seg+32<<20 {
-		t.Fatalf("reserve %d with no spares, want %d", full, 2*seg+32<<20)
-	}
+	check("new store")
 	v, err := s.CreateVolume()
 	if err != nil {
 		t.Fatal(err)
@@ -352,10 +355,11 @@ func TestReserveCountsSpares(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.log.nspares.Load(); n != 2 {
-		t.Fatalf("%d spare segments after 16 MiB through 1 MiB segments, want 2", n)
+	if n := s.log.nspares.Load(); n == 0 {
+		t.Fatal("no spare segment after 16 MiB through 1 MiB segments")
 	}
-	if got := s.reserve(); got != full-2*seg {
-		t.Fatalf("reserve %d with two spares, want %d", got, full-2*seg)
+	check("with spares")
+	if all, _ := s.log.files(); all > logBudgetFiles {
+		t.Fatalf("the log holds %d files, more than the %d planned for", all, logBudgetFiles)
 	}
 }

@@ -543,7 +543,7 @@ func (s *Store) load() error {
 			s.mergeable[id] = struct{}{}
 		}
 	}
-	s.log, err = openLog(filepath.Join(s.dir, "nvlog"), logOptions{SegmentSize: s.opts.SegmentSize})
+	s.log, err = openLog(filepath.Join(s.dir, "nvlog"), logOptions{SegmentSize: s.opts.SegmentSize, MaxFiles: logBudgetFiles})
 	if err != nil {
 		return err
 	}
