@@ -47,12 +47,11 @@ type autoGCState struct {
 	// What a write refused for space waits on (gcWait): whether a
 	// background GC loop runs, whether it is collecting now, and a
 	// channel closed when the current or next run ends.
-	loops   atomic.Int32
-	inRun   atomic.Bool
-	pending atomic.Bool   // kicked, and the loop has not looked yet
-	runs    atomic.Uint64 // GC runs ended
-	doneMu  sync.Mutex
-	done    chan struct{}
+	loops  atomic.Int32
+	inRun  atomic.Bool
+	runs   atomic.Uint64 // GC runs ended
+	doneMu sync.Mutex
+	done   chan struct{}
 }
 
 // runDone returns the channel closed when the current or next GC run ends.
@@ -114,7 +113,6 @@ func (s *Store) noteShort() {
 }
 
 func (s *Store) kickGC() {
-	s.agc.pending.Store(true)
 	select {
 	case s.agc.kickCh() <- struct{}{}:
 	default:
@@ -172,7 +170,6 @@ func (s *Store) AutoGC(ctx context.Context, o AutoGCOptions) {
 		// Writers refused for space wait on this look (gcWait): every
 		// path that does not run a GC wakes them (endRun) with runs
 		// unchanged, so they fail at once rather than at their deadline.
-		s.agc.pending.Store(false)
 		low := o.LowSpace
 		c, err := s.Capacity()
 		if err != nil {

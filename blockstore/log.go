@@ -622,7 +622,7 @@ func (l *nvlog) replay(from LSN, fn func(lsn LSN, payload []byte) error) (LSN, e
 		spares = append(spares, sp)
 	}
 	l.spares = spares
-	l.nspares.Store(int32(len(l.spares)))
+	l.sparesChanged()
 	l.fmu.Unlock()
 
 	if cur != nil {
@@ -841,7 +841,7 @@ func (l *nvlog) prepareSegment(seq uint64, want int64) (*logSegment, error) {
 			return nil, fmt.Errorf("nvlog: %w", err)
 		}
 		l.spares = l.spares[:n-1]
-		l.nspares.Store(int32(len(l.spares)))
+		l.sparesChanged()
 		spare = &sp
 		f, err = os.OpenFile(path, os.O_RDWR, 0)
 	} else {
@@ -856,7 +856,7 @@ func (l *nvlog) prepareSegment(seq uint64, want int64) (*logSegment, error) {
 		f.Close()
 		if spare != nil && os.Rename(path, spare.path) == nil {
 			l.spares = append(l.spares, *spare)
-			l.nspares.Store(int32(len(l.spares)))
+			l.sparesChanged()
 		} else {
 			os.Remove(path)
 		}
@@ -942,18 +942,26 @@ func (l *nvlog) tail() LSN {
 	return l.tailLSN
 }
 
+// sparesChanged publishes len(spares) for files. REQUIRES: fmu held.
+func (l *nvlog) sparesChanged() { l.nspares.Store(int32(len(l.spares))) }
+
+// inUse returns the segments and whether one is prepared next.
+func (l *nvlog) inUse() (segs int, next bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.segs), l.next != nil
+}
+
 // files returns how many segment files the log holds (its segments, the
 // one prepared next, its spares) and how many of them are ready to take
 // records without allocating (the prepared one and the spares).
 func (l *nvlog) files() (all, ready int) {
-	l.mu.Lock()
-	all = len(l.segs)
-	if l.next != nil {
+	segs, next := l.inUse()
+	ready = int(l.nspares.Load())
+	if next {
 		ready++
 	}
-	l.mu.Unlock()
-	sp := int(l.nspares.Load())
-	return all + ready + sp, ready + sp
+	return segs + ready, ready
 }
 
 // size is the bytes of log between tail and head.
@@ -1002,12 +1010,11 @@ func (l *nvlog) truncate(before LSN) error {
 func (l *nvlog) recycle(victims []*logSegment) error {
 	l.fmu.Lock()
 	defer l.fmu.Unlock()
-	l.mu.Lock()
-	busy := len(l.segs)
-	if l.next != nil {
+	segs, next := l.inUse()
+	busy := segs
+	if next {
 		busy++
 	}
-	l.mu.Unlock()
 	var first error
 	for _, s := range victims {
 		if s.f != nil {
@@ -1020,7 +1027,7 @@ func (l *nvlog) recycle(victims []*logSegment) error {
 			sp := logSpare{id: s.seq, path: logSparePath(l.dir, s.seq)}
 			if err = os.Rename(s.path, sp.path); err == nil {
 				l.spares = append(l.spares, sp)
-				l.nspares.Store(int32(len(l.spares)))
+				l.sparesChanged()
 			}
 		} else {
 			err = os.Remove(s.path)
