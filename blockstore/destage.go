@@ -258,6 +258,8 @@ func (s *Store) destage() error {
 	clear(s.queue[:k])
 	s.queue = s.queue[k:]
 	s.queueBytes -= nb
+	s.inPacks.Store(0)
+	s.spaceGen.Add(1)
 	s.destageErr = nil
 	s.room.Broadcast()
 	s.mu.Unlock()
@@ -274,12 +276,26 @@ func (s *Store) writeChunks(chunks []*newChunk) (map[uint64]int64, []*packWriter
 	fail := func(err error) (map[uint64]int64, []*packWriter, error) {
 		return nil, nil, fmt.Errorf("blockstore: writing pack: %w", s.failBatch(closed, err))
 	}
+	// inPacks follows what reaches the files, which the file system's free
+	// space already counts while the batch is still in queueBytes.
+	var seen int64 // of the open pack's written bytes, already in inPacks
+	if s.pack != nil {
+		seen = s.pack.written
+	}
+	counted := func() {
+		if d := s.pack.written - seen; d > 0 {
+			s.inPacks.Add(d)
+			s.spaceGen.Add(1)
+			seen = s.pack.written
+		}
+	}
 	for _, c := range chunks {
 		if s.pack == nil || s.pack.size() >= s.opts.PackSize {
 			if s.pack != nil {
 				if err := s.pack.sync(); err != nil {
 					return fail(err)
 				}
+				counted()
 				sizes[s.pack.id()] = s.pack.size()
 				closed = append(closed, s.pack)
 			}
@@ -290,17 +306,20 @@ func (s *Store) writeChunks(chunks []*newChunk) (map[uint64]int64, []*packWriter
 			}
 			s.nextPack++
 			s.pack, s.packCommitted = w, 0
+			seen = 0
 		}
 		off, err := s.pack.append(c.fp, c.codec, c.sealed)
 		if err != nil {
 			return fail(err)
 		}
+		counted()
 		c.pack, c.off = s.pack.id(), off
 	}
 	if s.pack != nil && len(chunks) > 0 {
 		if err := s.pack.sync(); err != nil {
 			return fail(err)
 		}
+		counted()
 		sizes[s.pack.id()] = s.pack.size()
 	}
 	return sizes, closed, nil
@@ -317,6 +336,8 @@ func (s *Store) failBatch(made []*packWriter, err error) error {
 	}
 	err = noSpace(err)
 	s.mu.Lock()
+	s.inPacks.Store(0)
+	s.spaceGen.Add(1)
 	s.destageErr = err
 	s.room.Broadcast()
 	s.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -260,6 +261,7 @@ type logSegment struct {
 	seq   uint64
 	start LSN
 	size  int64 // capacity, header included, a multiple of 8
+	alloc int64 // bytes counted in the log's disk use (diskMu)
 	path  string
 	f     *os.File // nil once the segment will not be written again
 }
@@ -281,8 +283,9 @@ type logCut struct {
 }
 
 type logSpare struct {
-	id   uint64
-	path string
+	id    uint64
+	path  string
+	alloc int64 // bytes counted in the log's disk use (diskMu)
 }
 
 // logFile is a segment file found by openLog; the header is decoded once so
@@ -317,9 +320,21 @@ type nvlog struct {
 	// fmu serializes changes to the set of files (prepare, recycle), which
 	// are slow enough that holding mu for them would stall appenders and the
 	// flusher.
-	fmu     sync.Mutex
-	spares  []logSpare
-	nspares atomic.Int32 // len(spares), for the space check without fmu
+	fmu    sync.Mutex
+	spares []logSpare
+
+	// diskMu makes each change to the space the log's files take on disk
+	// (a file preallocated, grown or deleted) one step with the change to
+	// the counts below, and a segment's start and end of use likewise, so
+	// that the store's space check, which holds it for reading while it
+	// reads the file system's free space and the counts, never sees one
+	// without the other. Innermost: taken inside fmu and mu, and nothing
+	// is locked while it is held.
+	diskMu    sync.RWMutex
+	diskBytes int64  // bytes preallocated to the log's files
+	diskFiles int    // the log's files: segments, the one prepared next, spares
+	diskBusy  int    // of them, segments taking or holding records
+	onDisk    func() // called, diskMu held, after the files' space changed
 
 	mu          sync.Mutex
 	cond        sync.Cond // durable moved, log failed or closed, buffer room, prepare done
@@ -558,7 +573,7 @@ func (l *nvlog) replay(from LSN, fn func(lsn LSN, payload []byte) error) (LSN, e
 				closeAll()
 				return 0, fmt.Errorf("nvlog: replay %s: %w", v.path, err)
 			}
-			chain = append(chain, &logSegment{seq: v.seq, start: v.start, size: v.size, path: v.path, f: f})
+			chain = append(chain, &logSegment{seq: v.seq, start: v.start, size: v.size, alloc: v.size, path: v.path, f: f})
 		}
 		end = max(pos, from)
 		sealed = pos < from
@@ -571,7 +586,7 @@ func (l *nvlog) replay(from LSN, fn func(lsn LSN, payload []byte) error) (LSN, e
 	keep := map[string]bool{}
 	for _, v := range valid {
 		if i0 >= 0 && v.seq < valid[i0].seq && v.start <= valid[i0].start {
-			live = append(live, &logSegment{seq: v.seq, start: v.start, size: v.size, path: v.path})
+			live = append(live, &logSegment{seq: v.seq, start: v.start, size: v.size, alloc: v.size, path: v.path})
 			keep[v.path] = true
 		}
 	}
@@ -619,10 +634,12 @@ func (l *nvlog) replay(from LSN, fn func(lsn LSN, payload []byte) error) (LSN, e
 			changedDir = true
 			continue
 		}
+		if fi, err := os.Stat(sp.path); err == nil {
+			sp.alloc = fi.Size()
+		}
 		spares = append(spares, sp)
 	}
 	l.spares = spares
-	l.sparesChanged()
 	l.fmu.Unlock()
 
 	if cur != nil {
@@ -654,6 +671,15 @@ func (l *nvlog) replay(from LSN, fn func(lsn LSN, payload []byte) error) (LSN, e
 	defer l.mu.Unlock()
 	l.found = nil
 	l.segs = live
+	l.account(func() {
+		l.diskBytes, l.diskFiles, l.diskBusy = 0, len(live)+len(spares), len(live)
+		for _, s := range live {
+			l.diskBytes += s.alloc
+		}
+		for _, sp := range spares {
+			l.diskBytes += sp.alloc
+		}
+	})
 	l.headLSN, l.durLSN, l.tailLSN = end, end, from
 	l.fill.start = end
 	l.appendSeq = appendSeq
@@ -786,6 +812,7 @@ func (l *nvlog) rotateLocked(size int) error {
 	l.next = nil
 	seg.start = l.headLSN
 	l.segs = append(l.segs, seg)
+	l.account(func() { l.diskBusy++ })
 	l.appendSeq = seg.seq
 	l.segEnd = seg.limit()
 	l.prepFailed = false
@@ -835,31 +862,45 @@ func (l *nvlog) prepareSegment(seq uint64, want int64) (*logSegment, error) {
 	var f *os.File
 	var err error
 	var spare *logSpare
+	// counted: the file is in the log's disk use (a spare already is; a
+	// new file once preallocated), with alloc bytes.
+	counted, alloc := false, int64(0)
 	if n := len(l.spares); n > 0 {
 		sp := l.spares[n-1]
 		if err := os.Rename(sp.path, path); err != nil {
 			return nil, fmt.Errorf("nvlog: %w", err)
 		}
 		l.spares = l.spares[:n-1]
-		l.sparesChanged()
 		spare = &sp
+		counted, alloc = true, sp.alloc
 		f, err = os.OpenFile(path, os.O_RDWR, 0)
 	} else {
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("nvlog: %w", err)
-	}
 	// undo puts things back as they were, best effort: a leftover .log with
 	// an invalid header is removed by the next replay anyway.
 	undo := func() {
-		f.Close()
-		if spare != nil && os.Rename(path, spare.path) == nil {
-			l.spares = append(l.spares, *spare)
-			l.sparesChanged()
-		} else {
-			os.Remove(path)
+		if f != nil {
+			f.Close()
 		}
+		if spare != nil && os.Rename(path, spare.path) == nil {
+			spare.alloc = alloc
+			l.spares = append(l.spares, *spare)
+			return
+		}
+		l.account(func() {
+			if err := os.Remove(path); (err == nil || errors.Is(err, fs.ErrNotExist)) && counted {
+				l.diskBytes -= alloc
+				l.diskFiles--
+			}
+		})
+	}
+	if err != nil {
+		f = nil
+		if spare != nil {
+			undo()
+		} // else nothing was made: a file already there is not ours to remove
+		return nil, fmt.Errorf("nvlog: %w", err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -868,7 +909,19 @@ func (l *nvlog) prepareSegment(seq uint64, want int64) (*logSegment, error) {
 	}
 	size := fi.Size()
 	if size < want {
-		if err := logRetryEINTR(func() error { return logFallocate(int(f.Fd()), 0, 0, want) }); err != nil {
+		// The allocation and its count are one step for the space check.
+		l.account(func() {
+			err = logRetryEINTR(func() error { return logFallocate(int(f.Fd()), 0, 0, want) })
+			if err == nil {
+				l.diskBytes += want - alloc
+				alloc = want
+				if !counted {
+					counted = true
+					l.diskFiles++
+				}
+			}
+		})
+		if err != nil {
 			undo()
 			return nil, noSpace(fmt.Errorf("nvlog: preallocate %s: %w", path, err))
 		}
@@ -878,12 +931,20 @@ func (l *nvlog) prepareSegment(seq uint64, want int64) (*logSegment, error) {
 		undo()
 		return nil, noSpace(fmt.Errorf("nvlog: %w", err))
 	}
-	return &logSegment{seq: seq, path: path, f: f, size: size &^ (logRecAlign - 1)}, nil
+	return &logSegment{seq: seq, path: path, f: f, size: size &^ (logRecAlign - 1), alloc: alloc}, nil
 }
 
 // growSegment extends a prepared segment for a record larger than it holds.
 func (l *nvlog) growSegment(s *logSegment, want int64) error {
-	if err := logRetryEINTR(func() error { return logFallocate(int(s.f.Fd()), 0, 0, want) }); err != nil {
+	var err error
+	l.account(func() {
+		err = logRetryEINTR(func() error { return logFallocate(int(s.f.Fd()), 0, 0, want) })
+		if err == nil && want > s.alloc {
+			l.diskBytes += want - s.alloc
+			s.alloc = want
+		}
+	})
+	if err != nil {
 		return noSpace(fmt.Errorf("nvlog: preallocate %s: %w", s.path, err))
 	}
 	s.size = want &^ (logRecAlign - 1)
@@ -942,9 +1003,6 @@ func (l *nvlog) tail() LSN {
 	return l.tailLSN
 }
 
-// sparesChanged publishes len(spares) for files. REQUIRES: fmu held.
-func (l *nvlog) sparesChanged() { l.nspares.Store(int32(len(l.spares))) }
-
 // inUse returns the segments and whether one is prepared next.
 func (l *nvlog) inUse() (segs int, next bool) {
 	l.mu.Lock()
@@ -952,16 +1010,31 @@ func (l *nvlog) inUse() (segs int, next bool) {
 	return len(l.segs), l.next != nil
 }
 
-// files returns how many segment files the log holds (its segments, the
-// one prepared next, its spares) and how many of them are ready to take
-// records without allocating (the prepared one and the spares).
-func (l *nvlog) files() (all, ready int) {
-	segs, next := l.inUse()
-	ready = int(l.nspares.Load())
-	if next {
-		ready++
+// account runs fn, which changes the log's files on disk and their counts,
+// as one step for diskUse, then tells onDisk.
+func (l *nvlog) account(fn func()) {
+	l.diskMu.Lock()
+	defer l.diskMu.Unlock()
+	fn()
+	if l.onDisk != nil {
+		l.onDisk()
 	}
-	return segs + ready, ready
+}
+
+// diskUse returns the bytes preallocated to the log's files, how many files
+// it holds (its segments, the one prepared next, its spares) and how many
+// of them are ready to take records without allocating (the prepared one
+// and the spares). REQUIRES: diskMu held, for reading at least, across
+// this call and whatever it is compared with (the file system's free space).
+func (l *nvlog) diskUse() (bytes int64, files, ready int) {
+	return l.diskBytes, l.diskFiles, l.diskFiles - l.diskBusy
+}
+
+// spareCount returns how many spares the log keeps.
+func (l *nvlog) spareCount() int {
+	l.fmu.Lock()
+	defer l.fmu.Unlock()
+	return len(l.spares)
 }
 
 // size is the bytes of log between tail and head.
@@ -1021,16 +1094,26 @@ func (l *nvlog) recycle(victims []*logSegment) error {
 			s.f.Close()
 			s.f = nil
 		}
+		// A file that cannot be renamed or deleted stays counted as
+		// busy: it still takes its space, and cannot be reused.
 		var err error
 		if len(l.spares) < logMaxSpares && (l.opts.MaxFiles <= 0 || busy+len(l.spares) < l.opts.MaxFiles) &&
 			!slices.ContainsFunc(l.spares, func(sp logSpare) bool { return sp.id == s.seq }) {
-			sp := logSpare{id: s.seq, path: logSparePath(l.dir, s.seq)}
+			sp := logSpare{id: s.seq, path: logSparePath(l.dir, s.seq), alloc: s.alloc}
 			if err = os.Rename(s.path, sp.path); err == nil {
 				l.spares = append(l.spares, sp)
-				l.sparesChanged()
+				l.account(func() { l.diskBusy-- })
 			}
 		} else {
-			err = os.Remove(s.path)
+			l.account(func() {
+				err = os.Remove(s.path)
+				if err == nil || errors.Is(err, fs.ErrNotExist) {
+					err = nil
+					l.diskBytes -= s.alloc
+					l.diskFiles--
+					l.diskBusy--
+				}
+			})
 		}
 		if err != nil && first == nil {
 			first = fmt.Errorf("nvlog: recycle: %w", err)

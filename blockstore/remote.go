@@ -313,6 +313,7 @@ func (s *Store) FillRemote(id LayerID, blocks []uint64, data [][]byte) ([]Finger
 	if err := s.checkSpace(int64(len(blocks) * s.bs)); err != nil {
 		return nil, err
 	}
+	defer s.admitted.Add(-int64(len(blocks) * s.bs))
 	s.mu.Lock()
 	_, err := s.remoteLayerLocked(id)
 	s.mu.Unlock()

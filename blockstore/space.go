@@ -14,11 +14,13 @@ import (
 )
 
 // spaceGauge caches the file system's free space, so a data write costs a
-// statfs only every few milliseconds.
+// statfs only every few milliseconds, or when the store's packs or queue
+// changed (Store.spaceGen).
 type spaceGauge struct {
-	mu   sync.Mutex // guards free and at
+	mu   sync.Mutex // guards free, at and gen
 	free int64
 	at   time.Time
+	gen  uint64
 }
 
 const spaceRefresh = 10 * time.Millisecond
@@ -44,22 +46,23 @@ func (s *Store) checkSpace(n int64) error {
 	}
 	var deadline time.Time
 	for {
-		free, err := s.space.take(s.dir, n)
+		s.admitted.Add(n)
+		sp, err := s.spaceLeft()
+		if err == nil && sp.room() >= 0 {
+			return nil // the caller gives back n of admitted once logged
+		}
+		s.admitted.Add(-n)
 		if err != nil {
 			return err
 		}
-		s.mu.Lock()
-		queued := s.queueBytes
-		s.mu.Unlock()
-		reserve := s.reserve()
-		if free-queued-n >= reserve {
-			return nil
-		}
-		short := noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d reserved: %w", free, queued, reserve, syscall.ENOSPC))
+		free, queued, admitted, reserve := sp.free, sp.queued, sp.admitted, sp.reserve
+		short := noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d being written, %d reserved: %w",
+			free, queued, admitted, reserve, syscall.ENOSPC))
 		runs := s.agc.runs.Load()
 		s.noteShort()
 		wait := s.gcWait()
 		if wait == nil {
+			s.logRefused(n, free, queued, admitted, reserve, deadline)
 			return short
 		}
 		if deadline.IsZero() {
@@ -67,6 +70,7 @@ func (s *Store) checkSpace(n int64) error {
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
+			s.logRefused(n, free, queued, admitted, reserve, deadline)
 			return short
 		}
 		t := time.NewTimer(left)
@@ -76,9 +80,11 @@ func (s *Store) checkSpace(n int64) error {
 			if s.agc.runs.Load() == runs {
 				// The GC looked and found no reason to run: nothing was
 				// let go or changed since its last run.
+				s.logRefused(n, free, queued, admitted, reserve, deadline)
 				return short
 			}
 		case <-t.C:
+			s.logRefused(n, free, queued, admitted, reserve, deadline)
 			return short
 		case <-s.stop:
 			t.Stop()
@@ -87,46 +93,130 @@ func (s *Store) checkSpace(n int64) error {
 	}
 }
 
-// reserve is the free space data writes leave alone. The log's files are
-// counted with it: ReserveBytes (by default two segments and 32 MiB) is
-// what must stay free while the log holds two segment files, and every
-// file more (a segment not yet retired, the one prepared next, a spare)
-// is a segment already allocated that the reserve need not also keep
-// free; every file fewer must be kept free in addition. So the log and the
-// reserve together always set aside ReserveBytes + 2 segments, and the
+// spaceParts is what the space check weighs.
+type spaceParts struct {
+	free     int64 // the file system's free bytes
+	queued   int64 // logged, not yet in packs
+	admitted int64 // let in by the space check, not yet logged
+	reserve  int64 // kept free for the log, destage and GC
+}
+
+// room is what data writes may still take.
+func (p spaceParts) room() int64 { return p.free - p.queued - p.admitted - p.reserve }
+
+// spaceLeft reads what will take space: the log's records not yet in packs
+// (less what the batch being destaged has already written there, which
+// the free space counts), and the writes let in but not yet logged. The
+// queue is read before the free space, and read again if packs grew or
+// the queue shrank meanwhile (spaceGen moved): a pack write between the
+// two would be counted twice, and a reader descheduled there for long,
+// under load, would count many. A pack write not yet counted in inPacks
+// is counted twice for a moment, never not at all.
+func (s *Store) spaceLeft() (spaceParts, error) {
+	var p spaceParts
+	for try := 0; ; try++ {
+		gen := s.spaceGen.Load()
+		p.admitted = s.admitted.Load()
+		s.mu.Lock()
+		p.queued = s.queueBytes - s.inPacks.Load()
+		s.mu.Unlock()
+		var err error
+		p.free, p.reserve, err = s.freeAndReserve()
+		if err != nil || s.spaceGen.Load() == gen || try == spaceReadTries {
+			return p, err
+		}
+	}
+}
+
+// spaceReadTries bounds spaceLeft's reading again; the last reading
+// counts at worst the pack writes made during it twice.
+const spaceReadTries = 8
+
+// logRefused logs a data write refused for space, at most once every
+// refusedLogEvery: what an operator needs to see why clients get ENOSPC.
+func (s *Store) logRefused(n, free, queued, admitted, reserve int64, waitedSince time.Time) {
+	now := time.Now().UnixNano()
+	last := s.refusedLogAt.Load()
+	if now-last < int64(refusedLogEvery) || !s.refusedLogAt.CompareAndSwap(last, now) {
+		return
+	}
+	waited := time.Duration(0)
+	if !waitedSince.IsZero() {
+		waited = spaceWait - time.Until(waitedSince)
+	}
+	s.log.diskMu.RLock()
+	logBytes, logFiles, _ := s.log.diskUse()
+	s.log.diskMu.RUnlock()
+	s.logger.Warn("blockstore: write refused, no space", "bytes", n, "free", free, "to_destage", queued,
+		"being_written", admitted, "reserve", reserve, "log_files", logFiles, "log_bytes", logBytes, "waited", waited.Round(time.Millisecond))
+}
+
+// refusedLogEvery spaces the log lines of refused writes.
+const refusedLogEvery = time.Second
+
+// reserveLocked is the free space data writes leave alone. The log's files
+// are counted with it: ReserveBytes (by default two segments and 32 MiB)
+// is what must stay free while the log's files take two segments, and
+// every byte more they take (a segment not yet retired, the one prepared
+// next, a spare) is already allocated, so the reserve need not also keep
+// it free; every byte less must be kept free in addition. So the log and
+// the reserve together always set aside ReserveBytes + 2 segments, and the
 // capacity a client sees does not move with the log's state. (Counted
 // apart, the 64 MiB files the log makes, recycles and deletes made the
 // room for data swing by up to 128 MiB on a small disk, and writing what
 // fitted a moment before failed.) It never falls below ReserveBytes less
 // two segments (the 32 MiB for destage and GC), plus one segment when no
 // file is ready for the log's next rotation.
-func (s *Store) reserve() int64 {
+//
+// REQUIRES: s.log.diskMu held (for reading), across this call and the
+// read of the file system's free space it is compared with: the log
+// allocates or deletes a file and changes its counts as one step under
+// diskMu, so the two always agree. (Read apart, a write that came while
+// the log preallocated its next segment saw the space gone but not yet
+// counted, or a segment retired but not yet renamed a spare, and failed
+// with ENOSPC a segment short.)
+func (s *Store) reserveLocked() int64 {
 	seg := s.log.opts.SegmentSize
-	all, ready := s.log.files()
+	held, _, ready := s.log.diskUse()
 	floor := max(s.opts.ReserveBytes-2*seg, 0)
 	if ready == 0 {
 		floor += seg
 	}
-	return max(s.opts.ReserveBytes-int64(all-2)*seg, floor)
+	return max(s.opts.ReserveBytes+2*seg-held, floor)
 }
 
-// take returns the free bytes of the file system under dir, from a statfs
-// at most spaceRefresh old, and counts n of them as taken until the next
-// refresh (assuming the worst).
-func (g *spaceGauge) take(dir string, n int64) (int64, error) {
+// reserve is reserveLocked for callers that do not compare it with a
+// free space they read (tests, status).
+func (s *Store) reserve() int64 {
+	s.log.diskMu.RLock()
+	defer s.log.diskMu.RUnlock()
+	return s.reserveLocked()
+}
+
+// freeAndReserve returns the file system's free bytes and the reserve,
+// read as one.
+func (s *Store) freeAndReserve() (free, reserve int64, err error) {
+	s.log.diskMu.RLock()
+	defer s.log.diskMu.RUnlock()
+	free, err = s.space.read(s.dir, s.spaceGen.Load())
+	return free, s.reserveLocked(), err
+}
+
+// read returns the free bytes of the file system under dir, from a statfs
+// at most spaceRefresh old and made since the store's spaceGen was gen.
+// (The writes let in meanwhile are counted apart: Store.admitted.)
+func (g *spaceGauge) read(dir string, gen uint64) (int64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if time.Since(g.at) > spaceRefresh {
+	if g.gen != gen || time.Since(g.at) > spaceRefresh {
 		var st unix.Statfs_t
 		if err := unix.Statfs(dir, &st); err != nil {
 			return 0, fmt.Errorf("blockstore: statfs: %w", err)
 		}
 		g.free = int64(st.Bavail) * int64(st.Bsize)
-		g.at = time.Now()
+		g.at, g.gen = time.Now(), gen
 	}
-	free := g.free
-	g.free -= n
-	return free, nil
+	return g.free, nil
 }
 
 // invalidate makes the next take look at the file system again (after a
@@ -147,12 +237,15 @@ type Capacity struct {
 // Capacity reports the data directory's file system's space.
 func (s *Store) Capacity() (Capacity, error) {
 	var st unix.Statfs_t
-	if err := unix.Statfs(s.dir, &st); err != nil {
+	s.log.diskMu.RLock()
+	err := unix.Statfs(s.dir, &st)
+	r := uint64(s.reserveLocked())
+	s.log.diskMu.RUnlock()
+	if err != nil {
 		return Capacity{}, fmt.Errorf("blockstore: statfs: %w", err)
 	}
 	bs := uint64(st.Bsize)
 	c := Capacity{Total: st.Blocks * bs, Free: st.Bfree * bs, Avail: st.Bavail * bs, Files: st.Files, FreeFiles: st.Ffree}
-	r := uint64(s.reserve())
 	c.Free = c.Free - min(c.Free, r)
 	c.Avail = c.Avail - min(c.Avail, r)
 	return c, nil

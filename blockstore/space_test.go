@@ -334,9 +334,31 @@ func TestReserveCountsLogFiles(t *testing.T) {
 	budget := s.opts.ReserveBytes + 2*seg
 	check := func(when string) {
 		t.Helper()
-		all, _ := s.log.files()
-		if got := s.reserve() + int64(all)*seg; got != budget {
-			t.Fatalf("%s: reserve %d + %d log files of %d = %d, want %d", when, s.reserve(), all, seg, got, budget)
+		s.log.diskMu.RLock()
+		held, all, _ := s.log.diskUse()
+		r := s.reserveLocked()
+		s.log.diskMu.RUnlock()
+		if held != int64(all)*seg {
+			t.Fatalf("%s: the log counts %d bytes in %d files of %d", when, held, all, seg)
+		}
+		if got := r + held; got != budget {
+			t.Fatalf("%s: reserve %d + %d log files of %d = %d, want %d", when, r, all, seg, got, budget)
+		}
+		// What the log counts is what its directory holds.
+		var onDisk int64
+		ents, err := os.ReadDir(s.log.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			fi, err := e.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			onDisk += fi.Size()
+		}
+		if onDisk != held {
+			t.Fatalf("%s: the log's directory holds %d bytes, the log counts %d", when, onDisk, held)
 		}
 	}
 	check("new store")
@@ -346,7 +368,7 @@ func TestReserveCountsLogFiles(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(11, 12))
 	p := make([]byte, 256<<10)
-	for off := int64(0); off < 16<<20 && s.log.nspares.Load() < 2; off += int64(len(p)) {
+	for off := int64(0); off < 16<<20 && s.log.spareCount() < 2; off += int64(len(p)) {
 		fillRand(rng, p)
 		if _, err := v.WriteAtStable(p, off); err != nil {
 			t.Fatal(err)
@@ -355,11 +377,218 @@ func TestReserveCountsLogFiles(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.log.nspares.Load(); n == 0 {
+	if n := s.log.spareCount(); n == 0 {
 		t.Fatal("no spare segment after 16 MiB through 1 MiB segments")
 	}
 	check("with spares")
-	if all, _ := s.log.files(); all > logBudgetFiles {
+	s.log.diskMu.RLock()
+	_, all, _ := s.log.diskUse()
+	s.log.diskMu.RUnlock()
+	if all > logBudgetFiles {
 		t.Fatalf("the log holds %d files, more than the %d planned for", all, logBudgetFiles)
 	}
+}
+
+// TestCapacitySteadyThroughLogRotation: while the log rotates, recycles and
+// deletes its segment files, the room it leaves for data (the capacity a
+// client sees, and what the space check compares a write with) does not
+// move, not even for an instant. The log runs on its own small file system,
+// so nothing else changes the free space, and it stays within its budget
+// of files, so the reserve counts every byte its files take: the capacity
+// must read exactly the same at every sample. (Before the log counted its
+// files and changed them as one step, a sample taken while it
+// preallocated its next segment, or between a segment's retirement and its
+// rename to a spare, read a segment less, and a write on a nearly full disk
+// failed with ENOSPC.)
+func TestCapacitySteadyThroughLogRotation(t *testing.T) {
+	fsDir := smallFS(t, "64M")
+	const seg = 1 << 20
+	dir := filepath.Join(fsDir, "nvlog")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l := openTestLog(t, dir, logOptions{SegmentSize: seg, MaxFiles: logBudgetFiles})
+	s := &Store{dir: fsDir, log: l, opts: Options{SegmentSize: seg, ReserveBytes: 2*seg + 4<<20}}
+	l.onDisk = s.space.invalidate
+	if _, err := l.replay(0, func(LSN, []byte) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	sample := func() (capAvail, checked int64) {
+		c, err := s.Capacity()
+		if err != nil {
+			t.Error(err)
+		}
+		free, reserve, err := s.freeAndReserve()
+		if err != nil {
+			t.Error(err)
+		}
+		return int64(c.Avail), free - reserve
+	}
+	// The first segment is prepared in the background at replay.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, next := l.inUse(); next {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the log prepared no segment in 10 s")
+		}
+	}
+	base, baseChecked := sample()
+	if base <= 0 {
+		t.Fatalf("capacity %d on a 64 MiB file system with a %d reserve", base, s.opts.ReserveBytes)
+	}
+
+	stop := make(chan struct{})
+	type miss struct {
+		avail, checked int64
+		samples        int
+	}
+	got := make(chan miss, 1)
+	go func() {
+		var m miss
+		for {
+			select {
+			case <-stop:
+				got <- m
+				return
+			default:
+			}
+			a, c := sample()
+			m.samples++
+			if (a != base || c != baseChecked) && m.avail == 0 && m.checked == 0 {
+				m.avail, m.checked = a, c
+			}
+		}
+	}()
+	rng := rand.New(rand.NewPCG(3, 4))
+	p := make([]byte, 200<<10)
+	rotations := 0
+	for last := uint64(0); rotations < 150; {
+		fillRand(rng, p)
+		lsn, err := l.append(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.waitDurable(lsn); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.truncate(l.head()); err != nil {
+			t.Fatal(err)
+		}
+		l.mu.Lock()
+		if l.appendSeq != last {
+			last = l.appendSeq
+			rotations++
+		}
+		l.mu.Unlock()
+	}
+	close(stop)
+	m := <-got
+	if m.avail != 0 || m.checked != 0 {
+		t.Fatalf("over %d rotations, a sample of %d read capacity %d (space check: %d free less reserve), want %d (%d) as at the start: a change of %+d bytes",
+			rotations, m.samples, m.avail, m.checked, base, baseChecked, m.avail-base)
+	}
+	if m.samples < 100 {
+		t.Fatalf("only %d samples over %d rotations", m.samples, rotations)
+	}
+	t.Logf("%d samples over %d rotations, capacity %d throughout", m.samples, rotations, base)
+	s.log.diskMu.RLock()
+	_, all, _ := l.diskUse()
+	s.log.diskMu.RUnlock()
+	if spares := l.spareCount(); all > logBudgetFiles || spares == 0 {
+		t.Fatalf("the log holds %d files and %d spares: the test did not exercise recycling within the budget", all, spares)
+	}
+}
+
+// TestSpaceCheckCountsDestageOnce: the room the space check sees only
+// shrinks as data is written; destage moving records from the log into
+// packs does not make it dip and come back. The store runs on its own small
+// file system, so nothing else moves the free space. (Before the batch in
+// progress was counted once, the bytes it had written to packs were taken
+// from the free space while the whole batch was still counted as waiting,
+// and on a nearly full disk a write failed with ENOSPC by up to a batch,
+// 16 MiB.)
+func TestSpaceCheckCountsDestageOnce(t *testing.T) {
+	dir := filepath.Join(smallFS(t, "224M"), "ds")
+	if err := Init(dir, InitOptions{BlockSize: 4 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	// Segments large enough that the log stays within the files its
+	// reserve plans for: beyond them, its extra files really do take room
+	// until destage lets them go.
+	const seg = 16 << 20
+	s, err := Open(dir, Options{SegmentSize: seg, MaxLogBytes: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	type result struct {
+		rise, at, min int64
+		samples       int
+		err           error
+	}
+	got := make(chan result, 1)
+	go func() {
+		r := result{min: 1 << 62}
+		for {
+			select {
+			case <-stop:
+				got <- r
+				return
+			default:
+			}
+			sp, err := s.spaceLeft()
+			if err != nil {
+				r.err = err
+				got <- r
+				return
+			}
+			room := sp.room()
+			r.samples++
+			r.min = min(r.min, room)
+			if d := room - r.min; d > r.rise {
+				r.rise, r.at = d, room
+			}
+		}
+	}()
+	rng := rand.New(rand.NewPCG(5, 6))
+	p := make([]byte, 1<<20)
+	var off int64
+	for burst := 0; burst < 6; burst++ {
+		for i := 0; i < 8; i++ {
+			fillRand(rng, p)
+			if _, err := v.WriteAt(p, off); err != nil {
+				t.Fatal(err)
+			}
+			off += int64(len(p))
+		}
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if st, err := s.Stats(); err != nil || st.PhysicalBytes < off {
+		t.Fatalf("packs hold %d bytes after %d written: %v", st.PhysicalBytes, off, err)
+	}
+	// What may come back: a pack buffer and a write of 1 MiB (logged
+	// between the reads) counted twice for a moment, and
+	// the log's record headers, which packs do not repeat.
+	const slack = packBufSize + 1<<20 + 512<<10
+	if r.rise > slack {
+		t.Fatalf("over %d samples while %d MiB were written and destaged, the room rose %d bytes (to %d) after falling: destage counted twice",
+			r.samples, off>>20, r.rise, r.at)
+	}
+	t.Logf("%d samples; the room rose at most %d bytes after falling", r.samples, r.rise)
 }

@@ -134,13 +134,25 @@ type Store struct {
 	dir    string
 	opts   Options
 	logger *slog.Logger
-	db     *bolt.DB
-	log    *nvlog
-	seal   *sealer
-	bs     int
-	id     uint64 // datastore identity (meta "datastore_id")
-	cache  *chunkCache
-	packs  *packFiles
+	// refusedLogAt: when a refused write was last logged (unix ns).
+	refusedLogAt atomic.Int64
+	// For the space check (space.go). inPacks: bytes the destage batch in
+	// progress has written to pack files, which the file system already
+	// counts as used while they are still in queueBytes; reset, under mu,
+	// as the batch leaves queueBytes. admitted: bytes of data writes let
+	// in by the space check and not yet in queueBytes. spaceGen moves when
+	// packs grew or the queue shrank, so the cached free space is read
+	// again.
+	inPacks  atomic.Int64
+	admitted atomic.Int64
+	spaceGen atomic.Uint64
+	db       *bolt.DB
+	log      *nvlog
+	seal     *sealer
+	bs       int
+	id       uint64 // datastore identity (meta "datastore_id")
+	cache    *chunkCache
+	packs    *packFiles
 
 	mu         sync.Mutex // guards everything below up to destageMu
 	layers     map[uint64]*layer
@@ -547,6 +559,7 @@ func (s *Store) load() error {
 	if err != nil {
 		return err
 	}
+	s.log.onDisk = s.space.invalidate
 	if ext := s.opts.Extension; ext != nil {
 		if err := s.db.View(ext.Load); err != nil {
 			s.log.close()

@@ -493,6 +493,7 @@ func (s *Store) writePiece(vs *volState, id uint64, p []byte, off int64) (LSN, e
 	if err := s.checkSpace(int64(len(p))); err != nil {
 		return 0, err
 	}
+	defer s.admitted.Add(-int64(len(p)))
 	vs.rw.RLock()
 	defer vs.rw.RUnlock()
 	bs := int64(s.bs)
