@@ -8,14 +8,20 @@
 #   dd-read   the same file after drop_caches, bs=1M (MB/s)
 #   fio       4 KiB randwrite, then randread, on that file: libaio,
 #             iodepth 16, --direct=1, DUR seconds each (IOPS)
-# then unmount, stop it and delete its data. Each measurement is one JSON
+# then unmount, stop it and delete its data. With profile=SECS (dstore only),
+# after its measured runs, three more passes, not measured, each under a CPU
+# profile of the server of SECS seconds taken through its control socket
+# (dstore debug pprof): dd-write (cut off when the profile ends), fio
+# randwrite, fio randread, saved as LOGS/dstore-CASE.pprof for
+# `go tool pprof`. Each measurement is one JSON
 # line in OUT: {"server":S,"case":C,"run":N,"result":{...}} (dd: bytes,
 # seconds, mb_per_s; fio: its whole --output-format=json). bench/run.sh turns
 # them into results.jsonl records of section "kernel".
 #
 #   ../shared/uml-nfs/run -d 4G -m 2048M -t 1200 bench/guest.sh \
 #       dstore=BIN out=FILE logs=DIR size=512 dur=10 runs=3 \
-#       servers="dstore ganesha knfsd" ganesha_conf=bench/ganesha.conf knfsd=DIR
+#       servers="dstore ganesha knfsd" ganesha_conf=bench/ganesha.conf knfsd=DIR \
+#       profile=20
 #
 # knfsd= is a directory where Debian's nfs-kernel-server is unpacked
 # (dpkg -x): its rpc.nfsd, rpc.mountd and exportfs run here against the UML
@@ -29,7 +35,7 @@
 # shellcheck disable=SC1090 # ../shared/uml-nfs/guest-lib.sh
 . "$UMLNFS_LIB"
 
-DSTORE='' OUT='' LOGS='' SIZE=512 DUR=10 RUNS=3 SERVERS="dstore ganesha knfsd" GCONF=bench/ganesha.conf KNFSD=''
+DSTORE='' OUT='' LOGS='' SIZE=512 DUR=10 RUNS=3 SERVERS="dstore ganesha knfsd" GCONF=bench/ganesha.conf KNFSD='' PROFILE=0
 for a in "$@"; do
 	case $a in
 	dstore=*) DSTORE=${a#*=} ;;
@@ -41,6 +47,7 @@ for a in "$@"; do
 	servers=*) SERVERS=${a#*=} ;;
 	ganesha_conf=*) GCONF=${a#*=} ;;
 	knfsd=*) KNFSD=${a#*=} ;;
+	profile=*) PROFILE=${a#*=} ;;
 	*) echo "guest: unknown argument $a" >&2; exit 2 ;;
 	esac
 done
@@ -158,6 +165,34 @@ measure() {
 	rm -f "$SRC"
 }
 
+# profile_dstore: the unmeasured passes under a CPU profile (profile=SECS).
+profile_dstore() {
+	[ "$PROFILE" -gt 0 ] || return 0
+	head -c "$((SIZE << 20))" /dev/urandom >"$SRC"
+	for _case in dd-write fio-randwrite fio-randread; do
+		drop_caches
+		"$DSTORE" debug pprof --data /run/scratch/dstore --seconds "$PROFILE" \
+			--out "$LOGS/dstore-$_case.pprof" 2>>/run/pprof.err &
+		_pp=$!
+		sleep 1 # the profile runs before the load starts
+		case $_case in
+		dd-write)
+			# Cut off once the profile has ended: only its part is wanted.
+			timeout "$((PROFILE + 2))" dd if="$SRC" of="$MNT/profile.img" bs=1M conv=fsync 2>/dev/null || true ;;
+		fio-*)
+			fio --name="${_case#fio-}" --filename="$MNT/bench.img" --size="${SIZE}M" --rw="${_case#fio-}" --bs=4k \
+				--ioengine=libaio --iodepth=16 --direct=1 --refill_buffers --time_based --runtime="$PROFILE" \
+				--output-format=json --output=/run/fio-profile.json >/dev/null 2>&1 || true ;;
+		esac
+		if wait "$_pp"; then
+			log "dstore: CPU profile of $_case: $LOGS/dstore-$_case.pprof"
+		else
+			log "dstore: no CPU profile of $_case: $(cat /run/pprof.err)"
+		fi
+	done
+	rm -f "$SRC" "$MNT/profile.img"
+}
+
 unmount() {
 	umount "$MNT" || { sleep 1; umount "$MNT"; }
 }
@@ -169,6 +204,7 @@ bench_dstore() {
 	wait_port $DS_PORT 60
 	nfs_mount 127.0.0.1 $DS_PORT $DS_PORT / "$MNT"
 	measure dstore
+	profile_dstore
 	unmount
 	stop "$SERVER_PID"
 	SERVER_PID=

@@ -31,7 +31,9 @@
 # snapshots at 64 and 256 MiB, 2 copies to ingest, in the guest 32 MiB
 # dd and 2 s of fio, and the first 32 MiB of the OS image for ox. DUR, SIZE,
 # RUNS, SNAPSIZES, COPIES, INGEST_RUNS, KERNEL_SIZE (MiB), KERNEL_DUR (s),
-# KERNEL_RUNS, KERNEL_SERVERS ("dstore ganesha knfsd") and OX_SIZE (a prefix
+# KERNEL_RUNS, KERNEL_SERVERS ("dstore ganesha knfsd"), KERNEL_PROFILE (s of
+# CPU profile of dstore in the guest per case, 0 = none; default 20, quick 0)
+# and OX_SIZE (a prefix
 # of the image, e.g. 64M; 0: all of it) override. SECTIONS="nfs durability"
 # picks some. Raw results land in bench/out/<time>/results.jsonl
 # (gitignored); DOCS=0 leaves docs/ alone.
@@ -147,12 +149,14 @@ if [[ -n $QUICK ]]; then
 	DUR=${DUR:-1s} SIZE=${SIZE:-128M} SNAPSIZES=${SNAPSIZES:-64M,256M}
 	COPIES=${COPIES:-2} INGEST_RUNS=${INGEST_RUNS:-1} OX_SIZE=${OX_SIZE:-32M}
 	KERNEL_SIZE=${KERNEL_SIZE:-32} KERNEL_DUR=${KERNEL_DUR:-2} KERNEL_RUNS=${KERNEL_RUNS:-$RUNS}
+	KERNEL_PROFILE=${KERNEL_PROFILE:-0}
 else
 	DUR=${DUR:-10s} SIZE=${SIZE:-1G} SNAPSIZES=${SNAPSIZES:-64M,1G,8G}
 	COPIES=${COPIES:-20} INGEST_RUNS=${INGEST_RUNS:-$RUNS} OX_SIZE=${OX_SIZE:-0}
 	KERNEL_SIZE=${KERNEL_SIZE:-512} KERNEL_DUR=${KERNEL_DUR:-10} KERNEL_RUNS=${KERNEL_RUNS:-$RUNS}
+	KERNEL_PROFILE=${KERNEL_PROFILE:-20}
 fi
-KERNEL_SIZE=${KERNEL_SIZE%M} KERNEL_DUR=${KERNEL_DUR%s}
+KERNEL_SIZE=${KERNEL_SIZE%M} KERNEL_DUR=${KERNEL_DUR%s} KERNEL_PROFILE=${KERNEL_PROFILE%s}
 if [[ " $KERNEL_SERVERS " == *" knfsd "* && ! -x $KNFSD_DIR/usr/sbin/rpc.nfsd ]]; then
 	KERNEL_SERVERS=$(for s in $KERNEL_SERVERS; do [[ $s == knfsd ]] || echo "$s"; done | xargs)
 fi
@@ -321,7 +325,7 @@ section_kernel() {
 	# under space pressure in the middle of the writes and stalled them);
 	# its memory the random data dd writes (in a tmpfs) besides the page
 	# cache; its time limit only catches a hang.
-	local disk=$((size * (2 * runs + 2) + 1024))M mem=$((size * 2 + 1024))M limit=$((120 + n * (60 + runs * (2 * dur + 30 + size / 4))))
+	local disk=$((size * (2 * runs + 2) + 1024))M mem=$((size * 2 + 1024))M limit=$((120 + n * (60 + runs * (2 * dur + 30 + size / 4)) + 3 * (KERNEL_PROFILE + 30)))
 	local kout=$out/kernel.jsonl logs=$out/kernel-logs rc=0 line re
 	mkdir -p "$logs" "$work/tmp"
 	# uml-nfs/run keeps the guest's disk image in /tmp/uml-nfs.*: here /tmp
@@ -332,7 +336,7 @@ section_kernel() {
 	log "kernel: $servers through the Linux NFS client in a UML guest (dd $size MiB, fio $dur s, $runs run(s))"
 	(cd "$repo" && "$UMLNFS/run" -d "$disk" -m "$mem" -t "$limit" bench/guest.sh \
 		dstore="$bin/dstore" out="$kout" logs="$logs" size="$size" dur="$dur" runs="$runs" \
-		servers="$servers" ganesha_conf="$repo/bench/ganesha.conf" knfsd="$KNFSD_DIR") >&2 || rc=$?
+		servers="$servers" ganesha_conf="$repo/bench/ganesha.conf" knfsd="$KNFSD_DIR" profile="$KERNEL_PROFILE") >&2 || rc=$?
 	umount /tmp
 	re='^\{"server":"([a-z]+)","case":"([^"]+)","run":([0-9]+),"result":(.*)\}$'
 	while IFS= read -r line; do

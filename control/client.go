@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -107,6 +109,38 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, resul
 	}
 	if err := json.Unmarshal(data, result); err != nil {
 		return fmt.Errorf("daemon on %s: decoding the answer: %w", c.dir, err)
+	}
+	return nil
+}
+
+// Profile fetches the daemon's runtime profile name (see
+// Service.serveProfile: "profile" is a CPU profile of seconds, "trace" an
+// execution trace; heap, allocs, goroutine, mutex, block are snapshots)
+// and copies it to w.
+func (c *Client) Profile(ctx context.Context, name string, seconds int, w io.Writer) error {
+	path := "/debug/pprof/" + url.PathEscape(name)
+	if seconds > 0 {
+		path += "?seconds=" + strconv.Itoa(seconds)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://dstore"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("daemon on %s: %w", c.dir, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+		var e wireErrorBody
+		if json.Unmarshal(data, &e) != nil || e.Code == "" {
+			return fmt.Errorf("daemon on %s answered %s: %.200s", c.dir, resp.Status, bytes.TrimSpace(data))
+		}
+		return errorFromWire(e.Code, e.Error, resp.StatusCode)
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("daemon on %s: reading the profile: %w", c.dir, err)
 	}
 	return nil
 }

@@ -22,6 +22,10 @@ var (
 	ErrUnknownOp = errors.New("control: unknown operation")
 	// ErrDaemon: the daemon failed in a way that has no sentinel error.
 	ErrDaemon = errors.New("control: operation failed")
+	// ErrNoProfile: the runtime has no profile of that name.
+	ErrNoProfile = errors.New("control: no such profile")
+	// ErrProfileBusy: a CPU profile or trace is already being taken.
+	ErrProfileBusy = errors.New("control: a profile of that kind is already being taken")
 )
 
 // wireErrors maps sentinel errors to their code and HTTP status, most
@@ -56,6 +60,8 @@ var wireErrors = []struct {
 	{"frozen", http.StatusConflict, blockstore.ErrFrozen},
 	{"in_use", http.StatusConflict, blockstore.ErrInUse},
 	{"no_target", http.StatusNotFound, ErrNoTarget},
+	{"no_profile", http.StatusNotFound, ErrNoProfile},
+	{"profile_busy", http.StatusConflict, ErrProfileBusy},
 	{"no_job", http.StatusNotFound, ErrNoJob},
 	{"no_ox", http.StatusNotImplemented, ErrNoOX},
 	{"wrong_key", http.StatusForbidden, objex.ErrKey},

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
+	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -180,10 +187,125 @@ func (s *Service) Handler() http.Handler {
 		}
 		writeBody(w, http.StatusOK, out)
 	})
+	mux.HandleFunc("GET /debug/pprof/{name}", s.serveProfile)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, wireError(fmt.Errorf("%s %s: %w (want POST /v1/OPERATION or GET /v1/ping)", r.Method, r.URL.Path, ErrUnknownOp)))
+		writeError(w, wireError(fmt.Errorf("%s %s: %w (want POST /v1/OPERATION, GET /v1/ping or GET /debug/pprof/NAME)", r.Method, r.URL.Path, ErrUnknownOp)))
 	})
 	return mux
+}
+
+// maxProfileSeconds bounds a CPU profile or execution trace.
+const maxProfileSeconds = 600
+
+// serveProfile answers GET /debug/pprof/NAME with the daemon's runtime
+// profile NAME in pprof's format: "profile" (CPU, for ?seconds=N, default
+// 30), "trace" (execution trace, ?seconds=N, default 1), or a named
+// profile (heap, allocs, goroutine, mutex, block, threadcreate; ?debug=N
+// for text). The socket is the daemon's owner's alone (mode 0600), as for
+// every control operation; each request is audited as debug.pprof.
+func (s *Service) serveProfile(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	secs, debug := 0, 0
+	for _, q := range []struct {
+		key string
+		dst *int
+	}{{"seconds", &secs}, {"debug", &debug}} {
+		if v := r.URL.Query().Get(q.key); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || (q.key == "seconds" && n > maxProfileSeconds) {
+				writeError(w, wireError(fmt.Errorf("%s=%q: want a whole number from 0 to %d: %w", q.key, v, maxProfileSeconds, ErrBadRequest)))
+				return
+			}
+			*q.dst = n
+		}
+	}
+	var serve func() error
+	switch name {
+	case "profile", "trace":
+		if secs == 0 {
+			secs = 30
+			if name == "trace" {
+				secs = 1
+			}
+		}
+		serve = func() error {
+			return timedProfile(r.Context(), w, name, time.Duration(secs)*time.Second)
+		}
+	default:
+		p := pprof.Lookup(name)
+		if p == nil {
+			serve = func() error {
+				err := fmt.Errorf("no profile %q (profile, trace, %s): %w", name, profileNames(), ErrNoProfile)
+				writeError(w, wireError(err))
+				return err
+			}
+			break
+		}
+		serve = func() error {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			if debug > 0 {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			}
+			if name == "heap" && r.URL.Query().Get("gc") == "1" {
+				runtime.GC()
+			}
+			return p.WriteTo(w, debug)
+		}
+	}
+	who, _ := r.Context().Value(peerKey{}).(Peer)
+	args, _ := json.Marshal(map[string]any{"profile": name, "seconds": secs})
+	err := serve()
+	if aerr := s.record("debug.pprof", args, "daemon", who, err, ""); aerr != nil {
+		s.log.Error("control: audit", "err", aerr)
+	}
+	if err != nil {
+		s.log.Warn("control: profile", "profile", name, "err", err)
+	}
+}
+
+// timedProfile writes a CPU profile or an execution trace of d to w. Only
+// one of each can run at a time in a process: a second is refused.
+func timedProfile(ctx context.Context, w http.ResponseWriter, name string, d time.Duration) error {
+	var buf bytes.Buffer
+	var stop func()
+	switch name {
+	case "profile":
+		if err := pprof.StartCPUProfile(&buf); err != nil {
+			writeError(w, wireError(fmt.Errorf("CPU profile: %v: %w", err, ErrProfileBusy)))
+			return err
+		}
+		stop = pprof.StopCPUProfile
+	default:
+		if err := trace.Start(&buf); err != nil {
+			writeError(w, wireError(fmt.Errorf("trace: %v: %w", err, ErrProfileBusy)))
+			return err
+		}
+		stop = trace.Stop
+	}
+	t := time.NewTimer(d)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+	}
+	stop()
+	if err := ctx.Err(); err != nil {
+		return err // the caller went away
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// profileNames lists the runtime's named profiles.
+func profileNames() string {
+	var names []string
+	for _, p := range pprof.Profiles() {
+		names = append(names, p.Name())
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 func writeError(w http.ResponseWriter, e *Error) {

@@ -129,6 +129,7 @@ func newApp() *cli.App {
 			importCommand(g),
 			jobsCommand(g),
 			benchCommand(g),
+			debugCommand(g),
 		},
 	}
 	return app
