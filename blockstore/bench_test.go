@@ -43,10 +43,12 @@ import (
 )
 
 var (
-	perfScaling   = flag.Bool("scaling", false, "run TestStableWriteScaling: 1 vs 64 stable 4 KiB writers, 3 s each, ratio must be >= 10")
-	perfRSS       = flag.Bool("rss", false, "run TestPeakRSS: a child process ingests -rss.size of unique data; its peak RSS must stay under 512 MiB")
-	perfRSSSize   = perfByteSize(8 << 30)
-	perfBlockSize = flag.Int("bench.bs", 0, "block size of the stores the benchmarks make (0 = the default)")
+	perfScaling = flag.Bool("scaling", false, "run TestStableWriteScaling: 1 vs 64 stable 4 KiB writers, 3 s each, ratio must be >= 10")
+	perfRSS     = flag.Bool("rss", false, "run TestPeakRSS: a child process ingests -rss.size of unique data; its peak RSS must stay under 512 MiB")
+	perfRSSSize = perfByteSize(8 << 30)
+	// BenchmarkGCFree's volume: 512 MiB, what make bench's guest rewrites.
+	perfGCFreeSize = perfByteSize(512 << 20)
+	perfBlockSize  = flag.Int("bench.bs", 0, "block size of the stores the benchmarks make (0 = the default)")
 	// The disk's rate varies a lot on a shared virtual disk; a fixed figure
 	// makes x-disk comparable between runs.
 	perfDiskMBps = flag.Float64("disk.mbps", 0, "BenchmarkIngest: the disk's sequential write rate in MB/s for x-disk (0 = measure it once)")
@@ -54,6 +56,7 @@ var (
 
 func init() {
 	flag.Var(&perfRSSSize, "rss.size", "bytes TestPeakRSS ingests (suffixes KiB, MiB, GiB)")
+	flag.Var(&perfGCFreeSize, "gcfree.size", "bytes BenchmarkGCFree writes and frees (suffixes KiB, MiB, GiB)")
 }
 
 const (
@@ -900,4 +903,52 @@ func perfStatus() (map[string]int64, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// BenchmarkGCFree times a GC that frees a whole volume's chunks: write
+// -gcfree.size of unique data, destage, delete the volume, then GC (timed;
+// the store is closed and reopened first so that bbolt's pages come from
+// the page cache, not the process). Reports freed chunks per second.
+func BenchmarkGCFree(b *testing.B) {
+	dir := perfDir(b)
+	s := perfOpen(b, dir)
+	size := int64(perfGCFreeSize)
+	v, err := s.CreateVolume()
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(21, 22))
+	p := make([]byte, 4<<20)
+	for off := int64(0); off < size; off += int64(len(p)) {
+		fillRand(rng, p)
+		if _, err := v.WriteAt(p, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.DeleteVolume(v.ID()); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	s = perfOpen(b, dir)
+	b.ResetTimer()
+	start := time.Now()
+	rep, err := s.GC(context.Background(), GCOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	took := time.Since(start)
+	b.StopTimer()
+	if want := size / int64(s.bs); rep.ChunksFreed < want {
+		b.Fatalf("GC freed %d chunks, want %d", rep.ChunksFreed, want)
+	}
+	b.ReportMetric(float64(rep.ChunksFreed)/took.Seconds(), "chunks/s")
+	b.ReportMetric(took.Seconds(), "s/gc")
 }
