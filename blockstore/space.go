@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/dstore/dstore/internal/coarse"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +21,7 @@ import (
 type spaceGauge struct {
 	mu   sync.Mutex // guards free, at and gen
 	free int64
-	at   time.Time
+	at   int64 // unix ns (coarse clock)
 	gen  uint64
 }
 
@@ -208,13 +210,14 @@ func (s *Store) freeAndReserve() (free, reserve int64, err error) {
 func (g *spaceGauge) read(dir string, gen uint64) (int64, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.gen != gen || time.Since(g.at) > spaceRefresh {
+	now := coarse.UnixNano()
+	if g.gen != gen || now-g.at > int64(spaceRefresh) {
 		var st unix.Statfs_t
 		if err := unix.Statfs(dir, &st); err != nil {
 			return 0, fmt.Errorf("blockstore: statfs: %w", err)
 		}
 		g.free = int64(st.Bavail) * int64(st.Bsize)
-		g.at, g.gen = time.Now(), gen
+		g.at, g.gen = now, gen
 	}
 	return g.free, nil
 }
@@ -223,7 +226,7 @@ func (g *spaceGauge) read(dir string, gen uint64) (int64, error) {
 // GC gave space back).
 func (g *spaceGauge) invalidate() {
 	g.mu.Lock()
-	g.at = time.Time{}
+	g.at = 0
 	g.mu.Unlock()
 }
 

@@ -19,6 +19,8 @@ import (
 
 	"github.com/zeebo/blake3"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/dstore/dstore/internal/coarse"
 )
 
 // MaxVolumeSize is the largest size a volume can have: 64 TiB.
@@ -269,8 +271,8 @@ type volState struct {
 	readingAhead bool
 	// alloc caches Allocated, counted at allocAt (guarded by Store.mu)
 	alloc     int64
-	allocAt   time.Time
-	allocBusy bool // a background recount is running
+	allocAt   int64 // unix ns (coarse clock); 0: not counted
+	allocBusy bool  // a background recount is running
 }
 
 // Volume is a handle on a volume. Handles are cheap; several may name the
@@ -878,10 +880,10 @@ func (s *Store) seedAlloc(v *volState, top uint64) {
 	if t := s.layers[top]; t != nil && v.top != 0 && t.rec.parent == v.top {
 		return // a freeze of v itself: it still shows what it showed
 	}
-	v.alloc, v.allocAt = 0, time.Time{}
+	v.alloc, v.allocAt = 0, 0
 	if t := s.layers[top]; t != nil && !s.replaying {
 		if p := s.layers[t.rec.parent]; p != nil && p.allocKnown {
-			v.alloc, v.allocAt = p.alloc, time.Now()
+			v.alloc, v.allocAt = p.alloc, coarse.UnixNano()
 		}
 	}
 }

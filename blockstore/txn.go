@@ -230,7 +230,7 @@ func (t *Txn) Freeze(ids ...VolumeID) ([]LayerID, error) {
 		if err != nil {
 			return nil, err
 		}
-		if v := t.s.vols[uint64(id)]; v != nil && v.top == top && !v.allocAt.IsZero() {
+		if v := t.s.vols[uint64(id)]; v != nil && v.top == top && v.allocAt != 0 {
 			if l := t.s.layers[top]; l != nil {
 				l.alloc, l.allocKnown = v.alloc, true // an estimate for clones (seedAlloc)
 			}

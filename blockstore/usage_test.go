@@ -243,7 +243,7 @@ func TestCloneAllocatedSeed(t *testing.T) {
 	}
 	cs := mustState(t, c)
 	s.mu.Lock()
-	seeded := !cs.allocAt.IsZero()
+	seeded := cs.allocAt != 0
 	s.mu.Unlock()
 	if !seeded {
 		t.Fatal("the clone's count is not seeded: its first Allocated would walk the lineage")

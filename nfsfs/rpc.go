@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dstore/dstore/internal/coarse"
 )
 
 // ONC RPC version 2 (RFC 5531) over TCP with record marking.
@@ -509,8 +511,9 @@ type conn struct {
 	machine atomic.Pointer[string]
 	bufs    net.Buffers // writer only
 	wv      net.Buffers // writer only
-	// lastWrite is when replies were last written (Unix nanoseconds): a
-	// reply is activity too, for the idle timeout.
+	wdl     int64       // writer only: the write deadline set (unix ns)
+	// lastWrite is when replies were last written (Unix nanoseconds, by
+	// the coarse clock): a reply is activity too, for the idle timeout.
 	lastWrite atomic.Int64
 
 	// closing is set, under mu, by Shutdown; mu orders it with the read
@@ -523,13 +526,13 @@ type conn struct {
 // timeout measures.
 type timedReader struct {
 	nc   net.Conn
-	last time.Time
+	last int64 // unix ns (coarse clock) of the last byte read
 }
 
 func (t *timedReader) Read(p []byte) (int, error) {
 	n, err := t.nc.Read(p)
 	if n > 0 {
-		t.last = time.Now()
+		t.last = coarse.UnixNano()
 	}
 	return n, err
 }
@@ -546,7 +549,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		inflight: make(chan struct{}, s.opts.MaxInFlight),
 		replies:  make(chan *reply, s.opts.MaxInFlight),
 	}
-	c.src = timedReader{nc: nc, last: time.Now()}
+	c.src = timedReader{nc: nc, last: coarse.UnixNano()}
 	c.br = bufio.NewReaderSize(&c.src, 64<<10)
 	if !s.track(c) {
 		nc.Close()
@@ -768,12 +771,9 @@ func (c *conn) rearm() error {
 		c.nc.SetReadDeadline(time.Now().Add(idle))
 		return nil
 	}
-	last := c.src.last
-	if w := time.Unix(0, c.lastWrite.Load()); w.After(last) {
-		last = w
-	}
-	if time.Since(last) < idle {
-		c.nc.SetReadDeadline(last.Add(idle))
+	last := max(c.src.last, c.lastWrite.Load())
+	if coarse.UnixNano()-last < int64(idle) {
+		c.nc.SetReadDeadline(time.Unix(0, last).Add(idle))
 		return nil
 	}
 	return errIdle
@@ -850,9 +850,16 @@ func (c *conn) writeLoop() {
 			}
 			// WriteTo consumes its receiver; c.wv keeps c.bufs for reuse.
 			c.wv = c.bufs
-			c.nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+			// The deadline is moved only once it has come a quarter of
+			// the timeout nearer, by the coarse clock: setting it costs
+			// a clock read and a timer update, on every batch of replies.
+			now := coarse.UnixNano()
+			if wt := int64(s.opts.WriteTimeout); c.wdl-now < wt*3/4 {
+				c.wdl = now + wt
+				c.nc.SetWriteDeadline(time.Unix(0, c.wdl))
+			}
 			_, err := c.wv.WriteTo(c.nc)
-			c.lastWrite.Store(time.Now().UnixNano())
+			c.lastWrite.Store(coarse.UnixNano())
 			if err != nil {
 				broken = true
 				s.log.Warn("nfsfs: rpc reply write failed; closing connection", "remote", c.remote, "err", err)
