@@ -352,8 +352,8 @@ func (r *report) snapshot() error {
 	t := r.t
 	r.p("## Snapshot and clone")
 	r.p("")
-	r.p("dstore has no snapshot command yet, so this measures the block store primitives underneath,")
-	r.p("in process (bench/snapclone): a volume with the given amount of unique data written and synced,")
+	r.p("This measures the block store primitives under `dstore snapshot create` and `dstore clone`,")
+	r.p("in process (bench/snapclone), without the CLI's process start: a volume with the given amount of unique data written and synced,")
 	r.p("then `Store.Freeze` (the volume's layer becomes frozen, a new writable one on top; durable when it")
 	r.p("returns) and `Store.Clone` of the frozen layer (a new volume over it). Next to them,")
 	r.p("`qemu-img create -f qcow2 -b base.raw -F raw` over a raw image holding the same data, timed as a")
