@@ -178,7 +178,10 @@ profile_dstore() {
 		case $_case in
 		dd-write)
 			# Cut off once the profile has ended: only its part is wanted.
-			timeout "$((PROFILE + 2))" dd if="$SRC" of="$MNT/profile.img" bs=1M conv=fsync 2>/dev/null || true ;;
+			# At most 8 MiB per second of profile: what a cut-off dd leaves
+			# dirty is still written back when it exits.
+			timeout "$((PROFILE + 2))" dd if="$SRC" of="$MNT/profile.img" bs=1M count="$((PROFILE * 8))" \
+				conv=fsync 2>/dev/null || true ;;
 		fio-*)
 			fio --name="${_case#fio-}" --filename="$MNT/bench.img" --size="${SIZE}M" --rw="${_case#fio-}" --bs=4k \
 				--ioengine=libaio --iodepth=16 --direct=1 --refill_buffers --time_based --runtime="$PROFILE" \
