@@ -57,23 +57,23 @@ func (s *Store) checkSpace(n int64) error {
 		if err != nil {
 			return err
 		}
-		free, queued, admitted, reserve := sp.free, sp.queued, sp.admitted, sp.reserve
-		short := noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d being written, %d reserved: %w",
-			free, queued, admitted, reserve, syscall.ENOSPC))
+		refuse := func() error {
+			s.logRefused(n, sp, deadline)
+			return noSpace(fmt.Errorf("%d bytes free, %d still to destage, %d being written, %d reserved: %w",
+				sp.free, sp.queued, sp.admitted, sp.reserve, syscall.ENOSPC))
+		}
 		runs := s.agc.runs.Load()
 		s.noteShort()
 		wait := s.gcWait()
 		if wait == nil {
-			s.logRefused(n, free, queued, admitted, reserve, deadline)
-			return short
+			return refuse()
 		}
 		if deadline.IsZero() {
 			deadline = time.Now().Add(spaceWait)
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			s.logRefused(n, free, queued, admitted, reserve, deadline)
-			return short
+			return refuse()
 		}
 		t := time.NewTimer(left)
 		select {
@@ -82,12 +82,10 @@ func (s *Store) checkSpace(n int64) error {
 			if s.agc.runs.Load() == runs {
 				// The GC looked and found no reason to run: nothing was
 				// let go or changed since its last run.
-				s.logRefused(n, free, queued, admitted, reserve, deadline)
-				return short
+				return refuse()
 			}
 		case <-t.C:
-			s.logRefused(n, free, queued, admitted, reserve, deadline)
-			return short
+			return refuse()
 		case <-s.stop:
 			t.Stop()
 			return ErrClosed
@@ -136,7 +134,7 @@ const spaceReadTries = 8
 
 // logRefused logs a data write refused for space, at most once every
 // refusedLogEvery: what an operator needs to see why clients get ENOSPC.
-func (s *Store) logRefused(n, free, queued, admitted, reserve int64, waitedSince time.Time) {
+func (s *Store) logRefused(n int64, sp spaceParts, waitedSince time.Time) {
 	now := time.Now().UnixNano()
 	last := s.refusedLogAt.Load()
 	if now-last < int64(refusedLogEvery) || !s.refusedLogAt.CompareAndSwap(last, now) {
@@ -149,8 +147,8 @@ func (s *Store) logRefused(n, free, queued, admitted, reserve int64, waitedSince
 	s.log.diskMu.RLock()
 	logBytes, logFiles, _ := s.log.diskUse()
 	s.log.diskMu.RUnlock()
-	s.logger.Warn("blockstore: write refused, no space", "bytes", n, "free", free, "to_destage", queued,
-		"being_written", admitted, "reserve", reserve, "log_files", logFiles, "log_bytes", logBytes, "waited", waited.Round(time.Millisecond))
+	s.logger.Warn("blockstore: write refused, no space", "bytes", n, "free", sp.free, "to_destage", sp.queued,
+		"being_written", sp.admitted, "reserve", sp.reserve, "log_files", logFiles, "log_bytes", logBytes, "waited", waited.Round(time.Millisecond))
 }
 
 // refusedLogEvery spaces the log lines of refused writes.
@@ -185,14 +183,6 @@ func (s *Store) reserveLocked() int64 {
 		floor += seg
 	}
 	return max(s.opts.ReserveBytes+2*seg-held, floor)
-}
-
-// reserve is reserveLocked for callers that do not compare it with a
-// free space they read (tests, status).
-func (s *Store) reserve() int64 {
-	s.log.diskMu.RLock()
-	defer s.log.diskMu.RUnlock()
-	return s.reserveLocked()
 }
 
 // freeAndReserve returns the file system's free bytes and the reserve,
