@@ -129,6 +129,40 @@ func (s *Store) destage() error {
 	}
 	end := batch[len(batch)-1].end
 
+	// A batch of plain block writes defers its map and index entries into
+	// the front (front.go); a batch with a metadata record or a shrinking
+	// truncate, whose effects on the map assume it complete, merges the
+	// front first and writes its entries directly, as does a batch that
+	// would take the front past its bound.
+	nops, direct := 0, s.opts.FrontEntries < 0
+	for _, q := range batch {
+		if q.d.typ != recBlocks || q.d.shrinks {
+			direct = true
+		}
+		nops += len(q.d.ops)
+	}
+	direct = direct || s.deferred+nops > s.opts.FrontEntries
+
+	// Chunks destaged into the front are not in the index yet: their
+	// deferred pblocks in fpPending name them.
+	known := make(map[Fingerprint]uint64)
+	s.mu.Lock()
+	for _, q := range batch {
+		for i := range q.d.ops {
+			if op := &q.d.ops[i]; op.kind != kindHole {
+				if pb := s.fpPending[op.fp]; pb != nil && pb.deferred {
+					known[op.fp] = pb.chunk
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	for fp, id := range known {
+		if s.isQuarantined(id) {
+			delete(known, fp)
+		}
+	}
+
 	// Phase 1: find which data blocks are new chunks.
 	fresh := make(map[Fingerprint]*newChunk)
 	var chunks []*newChunk
@@ -147,12 +181,20 @@ func (s *Store) destage() error {
 				// A block the write path found absent is new; only the
 				// others (replayed, raced with a twin, remote) are looked up.
 				if !op.absent {
+					if id, ok := known[op.fp]; ok {
+						if s.gcMark != nil {
+							s.gcMark.set(id)
+						}
+						continue
+					}
 					s.touchedTx(tx, 1)
 					if k, v := idx.Seek(op.fp[:]); bytes.Equal(k, op.fp[:]) && len(v) == 8 &&
 						!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
+						id := binary.LittleEndian.Uint64(v)
 						if s.gcMark != nil {
-							s.gcMark.set(binary.LittleEndian.Uint64(v))
+							s.gcMark.set(id)
 						}
+						known[op.fp] = id
 						continue
 					}
 				}
@@ -184,11 +226,36 @@ func (s *Store) destage() error {
 	s.mu.Lock()
 	nextID := s.nextID
 	s.mu.Unlock()
+	var front *frontRec
+	if !direct {
+		front = new(frontRec)
+	}
+	// A small front merges in the batch's own transaction. A large one
+	// merges in a transaction of its own: bbolt splits the nodes the merge
+	// filled only at commit, and the batch's inserts into those oversized
+	// nodes would each shift thousands of entries.
+	inline := direct && s.frontRecs > 0 && s.deferred <= frontInlineMerge
+	if direct && s.frontRecs > 0 && !inline {
+		if err := s.mergeFrontLocked(); err != nil {
+			return fmt.Errorf("blockstore: destage: %w", s.failBatch(closedPacks, err))
+		}
+	}
+	var ids [][]uint64
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		return s.applyBatch(tx, batch, fresh, chunks, packSizes, nextChunk, nextID, end)
+		if inline {
+			if _, err := applyFront(tx); err != nil {
+				return err
+			}
+		}
+		var err error
+		ids, err = s.applyBatch(tx, batch, fresh, known, chunks, packSizes, nextChunk, nextID, end, front)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("blockstore: destage commit: %w", s.failBatch(closedPacks, err))
+	}
+	if inline {
+		s.frontMerged()
 	}
 	s.nextChunk = nextChunk
 	if s.pack != nil {
@@ -201,10 +268,11 @@ func (s *Store) destage() error {
 		}
 	}
 
-	// Phase 3: what is now in bbolt leaves memory and the log.
+	// Phase 3: what is now in bbolt leaves memory and the log; what is in
+	// the front stays in memory as deferred pblocks, without its data.
 	s.mu.Lock()
 	s.destageGen++
-	for _, q := range batch {
+	for qi, q := range batch {
 		if q.d.typ == recMeta {
 			// A destaged merge moved the entries: the alias is no longer
 			// needed by a reader that takes its chain from now on.
@@ -221,6 +289,10 @@ func (s *Store) destage() error {
 			continue
 		}
 		l := s.layers[q.d.layer]
+		if front != nil {
+			s.deferLocked(l, q, ids[qi])
+			continue
+		}
 		for i := range q.d.ops {
 			op := &q.d.ops[i]
 			if l != nil {
@@ -234,6 +306,10 @@ func (s *Store) destage() error {
 				}
 			}
 		}
+	}
+	if front != nil && front.nmap+front.nidx > 0 {
+		s.deferred += front.nmap
+		s.frontRecs++
 	}
 	for id, l := range s.truncated {
 		if s.layers[id] != l {
@@ -433,7 +509,12 @@ func (t *txLayers) flush() error {
 }
 
 // applyBatch applies destaged log records to bbolt in log order.
-func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*newChunk, chunks []*newChunk, packSizes map[uint64]int64, nextChunk, nextID uint64, end LSN) error {
+//
+// With front nil the batch's map and index entries go into the map and the
+// index; otherwise into front, which becomes the batch's journal value. It
+// returns the chunk each block op of each record refers to (0 for a hole or
+// a skipped op), for the deferred pblocks.
+func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*newChunk, known map[Fingerprint]uint64, chunks []*newChunk, packSizes map[uint64]int64, nextChunk, nextID uint64, end LSN, front *frontRec) ([][]uint64, error) {
 	cb, ib, pb, mb := tx.Bucket(bChunks), tx.Bucket(bIndex), tx.Bucket(bPacks), tx.Bucket(bMap)
 	// Chunk IDs only grow and map keys mostly do: fill their pages instead
 	// of bbolt's half-full splits. The index takes random keys and keeps
@@ -446,7 +527,7 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 	addLive := make(map[uint64][2]int64)
 	for _, c := range byID {
 		if err := cb.Put(u64b(c.id), encodeChunkRec(c.pack, c.off, len(c.sealed), c.codec, c.fp)); err != nil {
-			return err
+			return nil, err
 		}
 		a := addLive[c.pack]
 		a[0] += int64(chunkHeaderSize + len(c.sealed))
@@ -456,8 +537,12 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 	byFP := append([]*newChunk(nil), chunks...)
 	sort.Slice(byFP, func(i, j int) bool { return bytes.Compare(byFP[i].fp[:], byFP[j].fp[:]) < 0 })
 	for _, c := range byFP {
+		if front != nil {
+			front.putIndex(c.fp, c.id)
+			continue
+		}
 		if err := ib.Put(c.fp[:], le64(c.id)); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for id, size := range packSizes {
@@ -468,7 +553,7 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 		rec.chunks += a[1]
 		rec.liveChunks += a[1]
 		if err := pb.Put(u64b(id), rec.encode()); err != nil {
-			return err
+			return nil, err
 		}
 	}
 
@@ -486,32 +571,39 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 		vals = binary.LittleEndian.AppendUint64(vals, v)
 		return vals[len(vals)-8 : len(vals) : len(vals)]
 	}
-	for _, q := range batch {
+	ids := make([][]uint64, len(batch))
+	for qi, q := range batch {
 		switch q.d.typ {
 		case recBlocks:
 			rec, err := lt.get(q.d.layer)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if rec == nil {
 				continue // the layer was released after the write (I6)
 			}
+			ids[qi] = make([]uint64, len(q.d.ops))
 			if err := s.applySizeTx(mb, lt, q.d.layer, rec, q.d.sizeMode, q.d.size); err != nil {
-				return err
+				return nil, err
 			}
 			bottom := rec.parent == 0 && rec.flags&layerRemote == 0
 			for i := range q.d.ops {
 				op := &q.d.ops[i]
 				mapKey(key[:], rec.lineage, op.blk, q.d.layer)
 				if op.kind == kindHole {
-					if bottom {
+					switch {
+					case front != nil && bottom:
+						front.delMap(key[:])
+					case front != nil:
+						front.putMap(key[:], 0)
+					case bottom:
 						if err := mb.Delete(key[:]); err != nil {
-							return err
+							return nil, err
 						}
-						continue
-					}
-					if err := mb.Put(key[:], val(0)); err != nil {
-						return err
+					default:
+						if err := mb.Put(key[:], val(0)); err != nil {
+							return nil, err
+						}
 					}
 					continue
 				}
@@ -519,25 +611,30 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 				if op.kind != kindRef || id == 0 || s.isQuarantined(id) {
 					// The write path's hint is the chunk GC keeps for this
 					// reference (I7); without one, find it by fingerprint.
-					id, err = resolveChunk(ib, fresh, op.fp)
+					id, err = resolveChunk(ib, fresh, known, op.fp)
 				}
 				if err != nil {
-					return fmt.Errorf("layer %d block %d: %w", q.d.layer, op.blk, err)
+					return nil, fmt.Errorf("layer %d block %d: %w", q.d.layer, op.blk, err)
+				}
+				ids[qi][i] = id
+				if front != nil {
+					front.putMap(key[:], id)
+					continue
 				}
 				if err := mb.Put(key[:], val(id)); err != nil {
-					return err
+					return nil, err
 				}
 			}
 		case recMeta:
 			for i := range q.d.effs {
 				if err := s.applyEffectTx(mb, vb, lt, &q.d.effs[i]); err != nil {
-					return err
+					return nil, err
 				}
 			}
 		}
 	}
 	if err := lt.flush(); err != nil {
-		return err
+		return nil, err
 	}
 	m := tx.Bucket(bMeta)
 	openPack := uint64(0)
@@ -552,15 +649,24 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 		{kNextID, nextID}, {kOpenPack, openPack},
 	} {
 		if err := m.Put(kv.k, u64b(kv.v)); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	if front != nil && front.nmap+front.nidx > 0 {
+		// Keyed by the batch's end: journal values sort in log order.
+		if err := tx.Bucket(bFront).Put(u64b(uint64(end)), front.encode()); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
 }
 
-func resolveChunk(ib *bolt.Bucket, fresh map[Fingerprint]*newChunk, fp Fingerprint) (uint64, error) {
+func resolveChunk(ib *bolt.Bucket, fresh map[Fingerprint]*newChunk, known map[Fingerprint]uint64, fp Fingerprint) (uint64, error) {
 	if c := fresh[fp]; c != nil {
 		return c.id, nil
+	}
+	if id, ok := known[fp]; ok {
+		return id, nil
 	}
 	if v := ib.Get(fp[:]); len(v) == 8 {
 		return binary.LittleEndian.Uint64(v), nil

@@ -41,6 +41,10 @@
 //     hands the payloads back through Load, Replay and Destage.
 //   - Destage: the background step that turns log records into chunks in
 //     packs and entries in bbolt, then truncates the log behind it.
+//   - Front: the map and index entries of plain block writes that destage
+//     defers: journaled in bbolt bucket "front" with their batch, kept in
+//     memory as deferred pending blocks, and merged into the map and the
+//     index in one sorted transaction now and then (front.go).
 //   - Quarantine: taking a chunk that failed verification out of the
 //     fingerprint index, so new writes of its content store a good copy.
 //   - Repair: a read of a chunk that failed verification asks the
@@ -57,8 +61,9 @@
 //   - I3: a pack file is deleted only after the transaction that moved its
 //     live chunks elsewhere (or proved it dead) has committed.
 //   - I4: the in-memory state (layer graph, volume tops, pending blocks, and
-//     through the Extension the state above) is bbolt's checkpoint plus the
-//     log after it; replay on open rebuilds it from exactly that.
+//     through the Extension the state above) is bbolt's checkpoint (with
+//     the front journal merged, as Open does first) plus the log after it;
+//     replay on open rebuilds it from exactly that.
 //   - I5: every chunk read is verified against its fingerprint (and AEAD tag
 //     when encrypted); a mismatch is an error wrapping ErrCorrupt, never
 //     zeros or wrong bytes.

@@ -50,6 +50,11 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	if closed {
 		return rep, ErrClosed
 	}
+	// The mark walks the map and the sweep edits the index: both must hold
+	// the front. Destage cannot add to it until GC ends.
+	if err := s.mergeFrontLocked(); err != nil {
+		return rep, err
+	}
 
 	maxChunk := s.nextChunk - 1
 	mark := newBitset(maxChunk)
@@ -577,6 +582,9 @@ type PackStats struct {
 // exact after a GC and an upper bound between GCs.
 func (s *Store) Stats() (Stats, error) {
 	st := Stats{BlockSize: s.bs}
+	if err := s.mergeFront(); err != nil {
+		return st, err
+	}
 	s.mu.Lock()
 	st.Volumes = len(s.vols)
 	st.Layers = len(s.layers)

@@ -63,22 +63,29 @@ func joinLines(ss []string) string {
 func TestModel(t *testing.T) {
 	for _, bs := range []int{4 << 10, 16 << 10} {
 		t.Run(fmt.Sprintf("bs=%d", bs), func(t *testing.T) {
-			runModel(t, *modelSeed, *modelOps, bs, false)
+			runModel(t, *modelSeed, *modelOps, bs, false, 0)
 		})
 	}
 	t.Run("encrypted", func(t *testing.T) {
-		runModel(t, *modelSeed+7, *modelOps/2, 8<<10, true)
+		runModel(t, *modelSeed+7, *modelOps/2, 8<<10, true, 0)
+	})
+	// The front merged every few batches (its bound), and no front at all.
+	t.Run("front=small", func(t *testing.T) {
+		runModel(t, *modelSeed+11, *modelOps, 4<<10, false, 48)
+	})
+	t.Run("front=off", func(t *testing.T) {
+		runModel(t, *modelSeed+13, *modelOps/2, 4<<10, false, -1)
 	})
 }
 
-func runModel(t *testing.T, seed uint64, ops, bs int, encrypt bool) {
+func runModel(t *testing.T, seed uint64, ops, bs int, encrypt bool, front int) {
 	dir := t.TempDir()
 	if err := Init(dir, InitOptions{BlockSize: bs, Encrypt: encrypt}); err != nil {
 		t.Fatal(err)
 	}
 	r := &modelRun{
 		t: t, rng: rand.New(rand.NewPCG(seed, uint64(bs))), dir: dir, bs: bs,
-		opts: Options{MaxLogBytes: 512 << 10, PackSize: 256 << 10, SegmentSize: 1 << 20, CacheBytes: 1 << 20},
+		opts: Options{MaxLogBytes: 512 << 10, PackSize: 256 << 10, SegmentSize: 1 << 20, CacheBytes: 1 << 20, FrontEntries: front},
 		m:    model{vols: map[VolumeID][]byte{}, layers: map[LayerID][]byte{}, holds: map[LayerID]int{}},
 	}
 	for i := 0; i < 6; i++ {

@@ -187,6 +187,9 @@ type decoded struct {
 	size     int64
 	ops      []blockOp
 	effs     []effect
+	// shrinks (in memory, not logged): a sizeSet that made its layer
+	// smaller when applied, so its destage deletes map entries.
+	shrinks bool
 }
 
 type reader struct {

@@ -152,13 +152,23 @@ func (s *Store) remoteLocal(c *chain, blocks []uint64, fps []Fingerprint, idx []
 	s.mu.Lock()
 	pending := make([]*pblock, len(idx))
 	for j, i := range idx {
-		if pb := s.fpPending[fps[i]]; pb != nil && pb.sealed != nil {
+		if pb := s.fpPending[fps[i]]; pb != nil && (pb.sealed != nil || pb.deferred) {
 			pending[j] = pb
 		}
 	}
 	s.mu.Unlock()
 	var look []int
 	for j, i := range idx {
+		if pb := pending[j]; pb != nil && pb.deferred {
+			// Destaged into the front: read like an index hit.
+			if !s.isQuarantined(pb.chunk) {
+				ids = append(ids, pb.chunk)
+				at = append(at, i)
+			} else {
+				miss = append(miss, i)
+			}
+			continue
+		}
 		if pb := pending[j]; pb != nil {
 			plain, err := s.seal.open(make([]byte, 0, s.bs), pb.fp, pb.codec, pb.sealed)
 			if err != nil {
@@ -349,9 +359,12 @@ func (s *Store) FillRemote(id LayerID, blocks []uint64, data [][]byte) ([]Finger
 		if ops[i].kind != kindData {
 			continue
 		}
-		if pb := s.fpPending[ops[i].fp]; pb != nil {
+		if pb := s.fpPending[ops[i].fp]; pb != nil && !(pb.deferred && s.isQuarantined(pb.chunk)) {
 			ops[i].kind = kindRef
-			ops[i].sealed, ops[i].codec = pb.sealed, pb.codec
+			ops[i].sealed, ops[i].codec, ops[i].chunk = pb.sealed, pb.codec, pb.chunk
+			if pb.deferred && s.gcMark != nil {
+				s.gcMark.set(pb.chunk)
+			}
 		} else {
 			look = append(look, i)
 		}

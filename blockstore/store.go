@@ -33,7 +33,11 @@ const MaxVolumeSize int64 = 64 << 40
 const MemoryLimit = 256 << 20
 
 // FormatVersion is the on-disk format version recorded in bucket "meta".
-const FormatVersion = 1
+// Version 2 added bucket "front" (the journal of deferred map and index
+// entries); a version 1 datastore is upgraded when it is opened, and a
+// build that reads only version 1 refuses a version 2 one instead of
+// ignoring its journal.
+const FormatVersion = 2
 
 // DefaultBlockSize is the block size of a datastore made without
 // --block-size: 4 KiB, the block guest file systems write, so their writes
@@ -91,17 +95,24 @@ type Options struct {
 	// Extension keeps the metadata of the package above in the NVLOG and
 	// bbolt (see Extension).
 	Extension Extension
+	// FrontEntries bounds the map entries destage defers (the front, see
+	// docs/DESIGN.md): they are merged into the map and the index in one
+	// sorted transaction once this many wait. 0 = 131072 (512 MiB of
+	// 4 KiB blocks); negative = no front, every destage writes its entries
+	// into the map and the index directly.
+	FrontEntries int
 
 	noSpaceCheck bool // tests: let writes run into the real ENOSPC paths
 }
 
 const (
-	defaultMaxLog     = 64 << 20
-	defaultCache      = 32 << 20
-	defaultPackSize   = 32 << 20
-	destageBatchBytes = 16 << 20
-	dbFile            = "meta.db"
-	keyFile           = "datastore.key"
+	defaultMaxLog       = 64 << 20
+	defaultCache        = 32 << 20
+	defaultFrontEntries = 128 << 10
+	defaultPackSize     = 32 << 20
+	destageBatchBytes   = 16 << 20
+	dbFile              = "meta.db"
+	keyFile             = "datastore.key"
 )
 
 // bbolt buckets and keys (wire format; docs/DESIGN.md, "Metadata").
@@ -113,6 +124,7 @@ var (
 	bChunks  = []byte("chunks")
 	bIndex   = []byte("index")
 	bPacks   = []byte("packs")
+	bFront   = []byte("front")
 
 	kFormat      = []byte("format")
 	kBlockSize   = []byte("block_size")
@@ -161,7 +173,7 @@ type Store struct {
 	vols       map[uint64]*volState
 	queue      []*qrec // log records not yet destaged, in LSN order
 	queueBytes int64
-	fpPending  map[Fingerprint]*pblock // pending data blocks by fingerprint
+	fpPending  map[Fingerprint]*pblock // pending (and deferred) data blocks by fingerprint
 	nextID     uint64
 	metaGen    uint64 // bumped by every layer graph change; invalidates chains
 	mergeable  map[uint64]struct{}
@@ -181,6 +193,10 @@ type Store struct {
 	packCommitted int64
 	nextChunk     uint64
 	nextPack      uint64
+	// deferred counts the map entries in the front (front.go): destaged,
+	// journaled in bucket "front", not yet in the map.
+	deferred  int
+	frontRecs int // values in bucket "front"
 
 	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
 	gcMark *bitset      // non-nil while a GC marks (I7)
@@ -240,14 +256,19 @@ type trunc struct {
 	nb  uint64
 }
 
-// pblock is a block write that is in the log but not yet destaged.
+// pblock is a block write that is in the log but not yet destaged, or
+// destaged with its map entry deferred (in the front). A pblock is never
+// changed once made: readers use it after dropping s.mu.
 type pblock struct {
 	lsn    LSN
 	kind   uint8
 	fp     Fingerprint
 	codec  uint8
 	sealed []byte // kindData, or kindRef to a pending data block
-	chunk  uint64 // kindRef: destaged chunk it refers to, when known
+	chunk  uint64 // kindRef: destaged chunk it refers to, when known; deferred: its chunk
+	// deferred: destaged, its map (and, for a new chunk, index) entry in
+	// the front; chunk is set unless kind is kindHole, sealed is nil.
+	deferred bool
 }
 
 type qrec struct {
@@ -345,7 +366,7 @@ func Init(dir string, o InitOptions) error {
 		return err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bVolumes, bLayers, bMap, bChunks, bIndex, bPacks} {
+		for _, b := range [][]byte{bMeta, bVolumes, bLayers, bMap, bChunks, bIndex, bPacks, bFront} {
 			if _, err := tx.CreateBucket(b); err != nil {
 				return err
 			}
@@ -421,6 +442,9 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.ReserveBytes <= 0 {
 		o.ReserveBytes = 2*o.SegmentSize + 32<<20
 	}
+	if o.FrontEntries == 0 {
+		o.FrontEntries = defaultFrontEntries
+	}
 	if !IsInitialized(dir) {
 		return nil, fmt.Errorf("blockstore: %s: no datastore (run init): %w", dir, fs.ErrNotExist)
 	}
@@ -442,6 +466,12 @@ func Open(dir string, o Options) (*Store, error) {
 		stop:      make(chan struct{}),
 	}
 	s.room = sync.NewCond(&s.mu)
+	// The front journal left by a crash goes into the map and the index
+	// before anything reads them.
+	if err := s.openFront(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.load(); err != nil {
 		db.Close()
 		s.packs.closeAll()
@@ -468,7 +498,7 @@ func (s *Store) load() error {
 		if m == nil {
 			return fmt.Errorf("blockstore: metadata has no meta bucket: %w", ErrCorrupt)
 		}
-		if v := getU64(m, kFormat); v != FormatVersion {
+		if v := getU64(m, kFormat); v != FormatVersion { // openFront upgraded version 1
 			return fmt.Errorf("blockstore: format version %d, this build reads %d", v, FormatVersion)
 		}
 		s.bs = int(getU64(m, kBlockSize))
@@ -690,7 +720,8 @@ func (s *Store) BlockSize() int { return s.bs }
 // Sync makes every write so far durable.
 func (s *Store) Sync() error { return s.log.sync() }
 
-// Flush destages every record logged before it was called (tests,
+// Flush destages every record logged before it was called, and merges the
+// front into the map and the index (tests,
 // shutdown, GC, Settle). Records logged meanwhile may stay queued: under
 // steady writes the queue is never empty, and a Flush that waited for that
 // did not end while they lasted (the auto GC's destage-first took minutes
@@ -711,7 +742,8 @@ func (s *Store) Flush() error {
 			return ErrClosed
 		}
 		if done {
-			return nil
+			// Everything destaged is in the map and the index too.
+			return s.mergeFront()
 		}
 		if err := s.destage(); err != nil {
 			return err
@@ -744,6 +776,7 @@ func (s *Store) applyLocked(d decoded, end LSN, nbytes int64) {
 	case recBlocks:
 		l := s.layers[d.layer]
 		if l != nil {
+			d.shrinks = d.sizeMode == sizeSet && d.size < l.rec.size
 			s.applySize(l, d.sizeMode, d.size, end)
 		}
 		pbs := make([]pblock, len(d.ops)) // one allocation for the record
@@ -763,6 +796,9 @@ func (s *Store) applyLocked(d decoded, end LSN, nbytes int64) {
 				if pb.sealed == nil && pb.chunk == 0 {
 					if p := s.fpPending[op.fp]; p != nil {
 						pb.sealed, pb.codec = p.sealed, p.codec
+						if p.deferred {
+							pb.chunk = p.chunk
+						}
 					}
 				}
 			}

@@ -390,6 +390,12 @@ func (s *Store) readBlocks(vs *volState, first uint64, n int, seq bool) ([][]byt
 }
 
 func (s *Store) chunkByFP(fp Fingerprint) (uint64, error) {
+	s.mu.Lock()
+	pb := s.fpPending[fp]
+	s.mu.Unlock()
+	if pb != nil && pb.deferred {
+		return pb.chunk, nil // in the front, not the index yet
+	}
 	var id uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bIndex).Get(fp[:])
@@ -582,18 +588,21 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 			ops[i].fp = sums[j]
 		}
 		lookups := at[:0:0]
+		var hits []uint64
 		s.mu.Lock()
 		for _, i := range at {
-			if pb := s.fpPending[ops[i].fp]; pb != nil {
+			if pb := s.fpPending[ops[i].fp]; pb != nil && !(pb.deferred && s.isQuarantined(pb.chunk)) {
 				ops[i].kind = kindRef
-				ops[i].sealed, ops[i].codec = pb.sealed, pb.codec
+				ops[i].sealed, ops[i].codec, ops[i].chunk = pb.sealed, pb.codec, pb.chunk
+				if pb.deferred {
+					hits = append(hits, pb.chunk) // in the front, not the index yet
+				}
 			} else {
 				lookups = append(lookups, i)
 			}
 		}
 		s.mu.Unlock()
-		// The index's front (fpCache), then the index for the rest.
-		var hits []uint64
+		// The index's cache (fpCache), then the index for the rest.
 		rest := lookups[:0:0]
 		for _, i := range lookups {
 			if id := s.fpc.get(&ops[i].fp); id != 0 && !s.isQuarantined(id) {

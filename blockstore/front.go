@@ -1,0 +1,340 @@
+package blockstore
+
+// The front: map and index entries that destage defers.
+//
+// A destage batch of random writes used to insert one map entry and, for
+// each new chunk, one index entry into bbolt: random keys, so nearly every
+// entry dirtied its own leaf page, and the commit rewrote thousands of pages
+// for a 16 MiB batch (half the CPU of 64 concurrent stable writers). Now a
+// batch of plain block writes commits its chunks, packs, layer sizes and
+// checkpoint as before, but its map and index entries go into one value of
+// bucket "front" (the journal, in the same transaction), and its pending
+// blocks stay in memory as deferred pblocks that name their chunks. Once
+// FrontEntries wait, or before a batch with a metadata record or a
+// shrinking truncate (whose effects on the map assume it is complete), or
+// on Flush, GC and Stats, the journal is merged into the map and the index
+// in one sorted transaction: each leaf is rewritten once for all the
+// entries that land in it.
+//
+// Readers need no change: every reader of the map already consults the
+// pending blocks first, at the same instant as its bbolt transaction, and a
+// deferred pblock answers like a map entry (its chunk, or a hole). Dedupe
+// finds deferred chunks through fpPending. A crash leaves the journal in
+// bbolt, consistent with the checkpoint; Open merges it before it loads.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// frontVersion is the first byte of a journal value.
+const frontVersion = 1
+
+// frontInlineMerge: a front of at most this many entries merges in the
+// transaction of the batch that needs it merged (one commit, not two).
+const frontInlineMerge = 8192
+
+// frontRec collects one destage batch's deferred entries, encoded as the
+// journal value (wire format, docs/DESIGN.md "bucket front"):
+//
+//	u8 version (1)
+//	uvarint n, then n map entries: [24]key | u8 op (0 delete, 1 put) | u64 LE chunk (put only)
+//	uvarint m, then m index entries: [32]fingerprint | u64 LE chunk
+type frontRec struct {
+	maps []byte // the map entries, encoded
+	nmap int
+	idx  []byte
+	nidx int
+}
+
+func (f *frontRec) putMap(key []byte, id uint64) {
+	f.maps = append(f.maps, key...)
+	f.maps = append(f.maps, 1)
+	f.maps = binary.LittleEndian.AppendUint64(f.maps, id)
+	f.nmap++
+}
+
+func (f *frontRec) delMap(key []byte) {
+	f.maps = append(f.maps, key...)
+	f.maps = append(f.maps, 0)
+	f.nmap++
+}
+
+func (f *frontRec) putIndex(fp Fingerprint, id uint64) {
+	f.idx = append(f.idx, fp[:]...)
+	f.idx = binary.LittleEndian.AppendUint64(f.idx, id)
+	f.nidx++
+}
+
+func (f *frontRec) encode() []byte {
+	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(f.maps)+len(f.idx))
+	b = append(b, frontVersion)
+	b = binary.AppendUvarint(b, uint64(f.nmap))
+	b = append(b, f.maps...)
+	b = binary.AppendUvarint(b, uint64(f.nidx))
+	return append(b, f.idx...)
+}
+
+// decodeFront calls mapFn for each map entry and idxFn for each index entry
+// of a journal value, in order. The slices it passes alias v.
+func decodeFront(v []byte, mapFn func(key []byte, del bool, id uint64), idxFn func(fp []byte, id uint64)) error {
+	bad := func(what string) error { return fmt.Errorf("front journal value: %s: %w", what, ErrCorrupt) }
+	if len(v) < 1 || v[0] != frontVersion {
+		return bad("unknown version")
+	}
+	v = v[1:]
+	n, k := binary.Uvarint(v)
+	if k <= 0 || n > uint64(len(v)) {
+		return bad("map count")
+	}
+	v = v[k:]
+	for range n {
+		if len(v) < 25 {
+			return bad("short map entry")
+		}
+		key, op := v[:24], v[24]
+		v = v[25:]
+		switch op {
+		case 0:
+			mapFn(key, true, 0)
+		case 1:
+			if len(v) < 8 {
+				return bad("short map value")
+			}
+			mapFn(key, false, binary.LittleEndian.Uint64(v))
+			v = v[8:]
+		default:
+			return bad("map op")
+		}
+	}
+	m, k := binary.Uvarint(v)
+	if k <= 0 || m*40 != uint64(len(v)-k) {
+		return bad("index entries")
+	}
+	v = v[k:]
+	for range m {
+		idxFn(v[:32], binary.LittleEndian.Uint64(v[32:40]))
+		v = v[40:]
+	}
+	return nil
+}
+
+// applyFront merges the whole journal into the map and the index, in key
+// order (the later of two entries for one key wins), and empties it. It
+// returns the map entries it applied.
+func applyFront(tx *bolt.Tx) (int, error) {
+	fb := tx.Bucket(bFront)
+	if fb == nil {
+		return 0, fmt.Errorf("blockstore: metadata has no front bucket: %w", ErrCorrupt)
+	}
+	type mapEnt struct {
+		key []byte
+		del bool
+		id  uint64
+	}
+	type idxEnt struct {
+		fp []byte
+		id uint64
+	}
+	var (
+		maps []mapEnt
+		idx  []idxEnt
+		recs int
+	)
+	// The slices alias the journal's pages, which stay mapped and unchanged
+	// until the bucket is deleted below.
+	err := fb.ForEach(func(k, v []byte) error {
+		recs++
+		err := decodeFront(v,
+			func(key []byte, del bool, id uint64) { maps = append(maps, mapEnt{key, del, id}) },
+			func(fp []byte, id uint64) { idx = append(idx, idxEnt{fp, id}) })
+		if err != nil {
+			return fmt.Errorf("journal record %x: %w", k, err)
+		}
+		return nil
+	})
+	if err != nil || recs == 0 {
+		return 0, err
+	}
+	sort.SliceStable(maps, func(i, j int) bool { return bytes.Compare(maps[i].key, maps[j].key) < 0 })
+	sort.SliceStable(idx, func(i, j int) bool { return bytes.Compare(idx[i].fp, idx[j].fp) < 0 })
+	mb, ib := tx.Bucket(bMap), tx.Bucket(bIndex)
+	mb.FillPercent = 0.9
+	// bbolt keeps value slices until the transaction ends: carve them from
+	// one allocation. Keys are copied by Put, but these alias the journal,
+	// whose pages the deletion below frees: copy them too.
+	vals := make([]byte, 0, 8*(len(maps)+len(idx)))
+	val := func(v uint64) []byte {
+		vals = binary.LittleEndian.AppendUint64(vals, v)
+		return vals[len(vals)-8 : len(vals) : len(vals)]
+	}
+	keys := make([]byte, 0, 24*len(maps)+32*len(idx))
+	key := func(k []byte) []byte {
+		keys = append(keys, k...)
+		return keys[len(keys)-len(k) : len(keys) : len(keys)]
+	}
+	applied := 0
+	for i, e := range maps {
+		if i+1 < len(maps) && bytes.Equal(maps[i+1].key, e.key) {
+			continue // a later entry for the same key wins
+		}
+		applied++
+		if e.del {
+			if err := mb.Delete(key(e.key)); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if err := mb.Put(key(e.key), val(e.id)); err != nil {
+			return 0, err
+		}
+	}
+	for i, e := range idx {
+		if i+1 < len(idx) && bytes.Equal(idx[i+1].fp, e.fp) {
+			continue // a good copy stored after a quarantined one wins
+		}
+		if err := ib.Put(key(e.fp), val(e.id)); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.DeleteBucket(bFront); err != nil {
+		return 0, err
+	}
+	if _, err := tx.CreateBucket(bFront); err != nil {
+		return 0, err
+	}
+	return applied, nil
+}
+
+// openFront upgrades a version 1 datastore (adds the front bucket) and
+// merges a journal left by a crash, before load reads anything.
+func (s *Store) openFront() error {
+	var upgrade, merge bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		if m == nil {
+			return fmt.Errorf("blockstore: metadata has no meta bucket: %w", ErrCorrupt)
+		}
+		switch getU64(m, kFormat) {
+		case 1:
+			upgrade = true
+		case FormatVersion:
+			fb := tx.Bucket(bFront)
+			if fb == nil {
+				return fmt.Errorf("blockstore: metadata has no front bucket: %w", ErrCorrupt)
+			}
+			k, _ := fb.Cursor().First()
+			merge = k != nil
+		}
+		return nil // load reports any other version
+	})
+	if err != nil || !(upgrade || merge) {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if upgrade {
+			if _, err := tx.CreateBucketIfNotExists(bFront); err != nil {
+				return err
+			}
+			return tx.Bucket(bMeta).Put(kFormat, u64b(FormatVersion))
+		}
+		n, err := applyFront(tx)
+		if err == nil {
+			s.logger.Info("blockstore: merged the front journal left by an unclean shutdown", "entries", n)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("blockstore: opening the front: %w", noSpace(err))
+	}
+	return nil
+}
+
+// mergeFront merges the front into the map and the index.
+func (s *Store) mergeFront() error {
+	s.destageMu.Lock()
+	defer s.destageMu.Unlock()
+	return s.mergeFrontLocked()
+}
+
+// mergeFrontLocked is mergeFront. REQUIRES: s.destageMu held.
+func (s *Store) mergeFrontLocked() error {
+	if s.frontRecs == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		_, err := applyFront(tx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("blockstore: merging the front: %w", noSpace(err))
+	}
+	s.dropMetaPages()
+	s.frontMerged()
+	return nil
+}
+
+// frontMerged drops the deferred pblocks once a commit has put their
+// entries into the map and the index. Readers that took a chain before
+// find the same answer in either place (resolve: a pending entry wins a
+// tie). REQUIRES: s.destageMu held.
+func (s *Store) frontMerged() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.layers {
+		for b, pb := range l.pending {
+			if pb.deferred {
+				delete(l.pending, b)
+			}
+		}
+	}
+	for fp, pb := range s.fpPending {
+		if pb.deferred {
+			delete(s.fpPending, fp)
+		}
+	}
+	s.deferred, s.frontRecs = 0, 0
+	// The index changed: a write whose lookups missed must not mark its
+	// blocks absent (see destageGen).
+	s.destageGen++
+}
+
+// deferLocked turns the pending blocks of q, a record of a batch whose
+// entries went into the front, into deferred pblocks naming their chunks
+// (ids, from applyBatch), so their sealed bytes can go. Blocks written
+// again since keep their newer pblock. A record whose layer was released
+// before its destage wrote no entries: its blocks leave memory.
+// REQUIRES: s.mu held.
+func (s *Store) deferLocked(l *layer, q *qrec, ids []uint64) {
+	for i := range q.d.ops {
+		op := &q.d.ops[i]
+		var d *pblock
+		if l != nil {
+			if pb := l.pending[op.blk]; pb != nil && pb.lsn == q.end {
+				if ids == nil {
+					delete(l.pending, op.blk)
+				} else {
+					d = &pblock{lsn: pb.lsn, kind: pb.kind, fp: pb.fp, codec: pb.codec, chunk: ids[i], deferred: true}
+					l.pending[op.blk] = d
+				}
+			}
+		}
+		if op.kind != kindData {
+			continue
+		}
+		if pb := s.fpPending[op.fp]; pb != nil && pb.lsn == q.end && !pb.deferred {
+			switch {
+			case ids == nil:
+				delete(s.fpPending, op.fp)
+			case d != nil && d.fp == op.fp:
+				s.fpPending[op.fp] = d
+			default:
+				s.fpPending[op.fp] = &pblock{lsn: pb.lsn, kind: kindData, fp: op.fp, codec: pb.codec, chunk: ids[i], deferred: true}
+			}
+		}
+	}
+}
