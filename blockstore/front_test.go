@@ -87,6 +87,11 @@ func TestFrontDefersMergesAndSurvivesCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The volume's record is metadata: its batch writes directly. Destage
+	// it now, so that the batch below holds block writes only.
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	rng := rand.New(rand.NewPCG(5, 6))
 	want := make([]byte, 80*bs)
 	for b := 0; b < 64; b++ {
@@ -445,4 +450,97 @@ func TestCrashFront(t *testing.T) {
 		}
 		t.Logf("round %d: %d blocks acknowledged so far", round, acked-1)
 	}
+}
+
+// TestFrontMergeInPieces: a front larger than one merge transaction merges
+// in several, and a crash between them leaves a journal whose merge at
+// Open (applying the first piece again) gives the same map.
+func TestFrontMergeInPieces(t *testing.T) {
+	const bs = 4 << 10
+	const n = 3*frontMergeStep/2 + 100 // map entries plus index entries: 4 pieces
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{DestageDelay: time.Hour, FrontEntries: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, n*bs)
+	fillRand(rand.New(rand.NewPCG(8, 9)), want)
+	for off := 0; off < len(want); off += 1 << 20 {
+		if _, err := v.WriteAt(want[off:min(off+1<<20, len(want))], int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		s.mu.Lock()
+		queued := len(s.queue)
+		s.mu.Unlock()
+		if queued == 0 {
+			break
+		}
+		if err := s.destage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.deferred != n {
+		t.Fatalf("%d entries deferred, want %d", s.deferred, n)
+	}
+	check := func(s *Store, what string) {
+		t.Helper()
+		v, err := s.OpenVolume(v.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		if _, err := v.ReadAt(got, 0); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: data differs", what)
+		}
+		if m, f := bucketLen(t, s, bMap), bucketLen(t, s, bFront); m != n || f != 0 {
+			t.Fatalf("%s: map %d entries, journal %d values; want %d and 0", what, m, f, n)
+		}
+	}
+	// The first merge transaction, then a crash.
+	var f *frontEnts
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		f, err = readFront(tx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if f.len() != 2*n {
+		t.Fatalf("journal holds %d entries, want %d", f.len(), 2*n)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return f.apply(tx, 0, frontMergeStep) }); err != nil {
+		t.Fatal(err)
+	}
+	crash := t.TempDir()
+	copyTree(t, dir, crash)
+	c, err := Open(crash, Options{DestageDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(c, "crash image")
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	check(s, "merged")
 }
