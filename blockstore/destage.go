@@ -271,7 +271,7 @@ func (s *Store) destage() error {
 	// Phase 3: what is now in bbolt leaves memory and the log; what is in
 	// the front stays in memory as deferred pblocks, without its data.
 	s.mu.Lock()
-	s.destageGen++
+	s.destageGen.Add(1)
 	for qi, q := range batch {
 		if q.d.typ == recMeta {
 			// A destaged merge moved the entries: the alias is no longer
@@ -334,6 +334,7 @@ func (s *Store) destage() error {
 	clear(s.queue[:k])
 	s.queue = s.queue[k:]
 	s.queueBytes -= nb
+	s.queuedA.Store(s.queueBytes)
 	s.inPacks.Store(0)
 	s.spaceGen.Add(1)
 	s.destageErr = nil

@@ -377,7 +377,7 @@ func (s *Store) frontMerged() {
 	s.deferred, s.frontRecs = 0, 0
 	// The index changed: a write whose lookups missed must not mark its
 	// blocks absent (see destageGen).
-	s.destageGen++
+	s.destageGen.Add(1)
 }
 
 // deferLocked turns the pending blocks of q, a record of a batch whose

@@ -173,6 +173,7 @@ type Store struct {
 	vols       map[uint64]*volState
 	queue      []*qrec // log records not yet destaged, in LSN order
 	queueBytes int64
+	queuedA    atomic.Int64 // queueBytes, for writers' fast check without mu
 	fpPending  map[Fingerprint]*pblock // pending (and deferred) data blocks by fingerprint
 	nextID     uint64
 	metaGen    uint64 // bumped by every layer graph change; invalidates chains
@@ -183,8 +184,9 @@ type Store struct {
 	// destageGen counts destage commits, the only writes that add index
 	// entries. A write whose index misses were looked up with no commit
 	// between the lookup and its append marks those blocks absent.
-	destageGen uint64
+	destageGen atomic.Uint64 // written under mu, read without it
 	closed     bool
+	closedA    atomic.Bool // closed, for readers without mu
 	replaying  bool  // Open is replaying the log
 	replayErr  error // the first extension replay error
 
@@ -280,6 +282,8 @@ type qrec struct {
 type volState struct {
 	id  uint64
 	top uint64
+	// gone: the volume was deleted (set under Store.mu, read without it).
+	gone atomic.Bool
 	// rw: writes hold it shared; truncate and restore exclusively, so a
 	// read-modify-write never spans them.
 	rw sync.RWMutex
@@ -301,6 +305,9 @@ type volState struct {
 type Volume struct {
 	s  *Store
 	id uint64
+	// vs caches the volume's state once found: a volState is made once per
+	// volume (IDs are never reused) and only marked gone.
+	vs atomic.Pointer[volState]
 }
 
 // IsInitialized reports whether dir holds a datastore.
@@ -686,6 +693,7 @@ func (s *Store) Close() error {
 	ferr := s.Flush()
 	s.mu.Lock()
 	s.closed = true
+	s.closedA.Store(true)
 	s.room.Broadcast()
 	s.mu.Unlock()
 	close(s.stop)
@@ -817,6 +825,7 @@ func (s *Store) applyLocked(d decoded, end LSN, nbytes int64) {
 	}
 	s.queue = append(s.queue, &qrec{end: end, d: d, bytes: nbytes})
 	s.queueBytes += nbytes
+	s.queuedA.Store(s.queueBytes)
 }
 
 // applySize applies a record's size change to l. REQUIRES: s.mu held.
@@ -881,6 +890,9 @@ func (s *Store) applyEffect(e *effect) {
 		}
 		v.top = e.other
 	case effDelVolume:
+		if v := s.vols[e.id]; v != nil {
+			v.gone.Store(true)
+		}
 		delete(s.vols, e.id)
 	case effExt:
 		if s.replaying && s.opts.Extension != nil {

@@ -80,6 +80,12 @@ type blockRef struct {
 
 func (v *Volume) state() (*volState, error) {
 	s := v.s
+	// Without the store mutex, which every write takes often enough: a
+	// write checks again, under it, that the volume is still there before
+	// it appends.
+	if vs := v.vs.Load(); vs != nil && !vs.gone.Load() && !s.closedA.Load() {
+		return vs, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -89,6 +95,7 @@ func (v *Volume) state() (*volState, error) {
 	if vs == nil {
 		return nil, fmt.Errorf("volume %d: %w", v.id, ErrNotFound)
 	}
+	v.vs.Store(vs)
 	return vs, nil
 }
 
@@ -539,9 +546,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 	// the record is queued, the misses are still not in the index.
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
-	s.mu.Lock()
-	gen := s.destageGen
-	s.mu.Unlock()
+	gen := s.destageGen.Load()
 	// Fingerprints, dedupe lookups and compression of a large write run on
 	// all cores, each core on its own range of blocks: for duplicate data
 	// hashing and lookups are nearly all the work.
@@ -689,7 +694,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		return 0, fmt.Errorf("volume %d: %w", vs.id, ErrNotFound)
 	}
 	top := vs.top
-	if s.destageGen == gen {
+	if s.destageGen.Load() == gen {
 		// No destage committed since the lookups: the misses are still
 		// not in the index (applyLocked checks for twins logged since).
 		for i := range ops {
@@ -796,6 +801,9 @@ func (s *Store) lockStripes(vol, first, last uint64) func() {
 // waitRoom applies backpressure: while the NVLOG holds more than
 // MaxLogBytes not yet destaged, writers wait for destage.
 func (s *Store) waitRoom() error {
+	if s.queuedA.Load() <= s.opts.MaxLogBytes {
+		return nil // the common case, without the store mutex
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.queueBytes > s.opts.MaxLogBytes {
