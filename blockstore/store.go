@@ -173,7 +173,7 @@ type Store struct {
 	vols       map[uint64]*volState
 	queue      []*qrec // log records not yet destaged, in LSN order
 	queueBytes int64
-	queuedA    atomic.Int64 // queueBytes, for writers' fast check without mu
+	queuedA    atomic.Int64            // queueBytes, for writers' fast check without mu
 	fpPending  map[Fingerprint]*pblock // pending (and deferred) data blocks by fingerprint
 	nextID     uint64
 	metaGen    uint64 // bumped by every layer graph change; invalidates chains
@@ -187,8 +187,8 @@ type Store struct {
 	destageGen atomic.Uint64 // written under mu, read without it
 	closed     bool
 	closedA    atomic.Bool // closed, for readers without mu
-	replaying  bool  // Open is replaying the log
-	replayErr  error // the first extension replay error
+	replaying  bool        // Open is replaying the log
+	replayErr  error       // the first extension replay error
 
 	destageMu     sync.Mutex // serializes destage and GC: the bbolt and pack writers
 	pack          *packWriter
