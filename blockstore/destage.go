@@ -52,7 +52,7 @@ func (s *Store) destageLoop() {
 		// Go again at once only when a batch's worth is waiting; a trickle
 		// waits for the timer, so its records share a batch.
 		s.mu.Lock()
-		more := s.queueBytes >= destageBatchBytes/2
+		more := s.batchWaiting()
 		s.mu.Unlock()
 		if more {
 			s.kick()
@@ -117,9 +117,13 @@ func (s *Store) destage() error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	k, nb := 0, int64(0)
-	for k < len(s.queue) && (k == 0 || nb+s.queue[k].bytes <= destageBatchBytes) {
+	// At most 16 MiB of records, and at most 64 Ki block ops: records of
+	// references to known chunks are small, and a batch of a million of
+	// them would hold the store mutex for long in step 5.
+	k, nb, nops := 0, int64(0), 0
+	for k < len(s.queue) && (k == 0 || nb+s.queue[k].bytes <= destageBatchBytes && nops+len(s.queue[k].d.ops) <= destageBatchOps) {
 		nb += s.queue[k].bytes
+		nops += len(s.queue[k].d.ops)
 		k++
 	}
 	batch := append([]*qrec(nil), s.queue[:k]...)
@@ -134,14 +138,25 @@ func (s *Store) destage() error {
 	// truncate, whose effects on the map assume it complete, merges the
 	// front first and writes its entries directly, as does a batch that
 	// would take the front past its bound.
-	nops, direct := 0, s.opts.FrontEntries < 0
+	// The map entries of a sequential batch land in a few leaves, and go
+	// into the map at once unless map entries already wait in the front
+	// (they must reach the map in log order); its index entries, random
+	// keys, are deferred all the same.
+	seq, direct := 0, s.opts.FrontEntries < 0
+	var prevLayer, prevBlk uint64
 	for _, q := range batch {
 		if q.d.typ != recBlocks || q.d.shrinks {
 			direct = true
 		}
-		nops += len(q.d.ops)
+		for i := range q.d.ops {
+			if b := q.d.ops[i].blk; q.d.layer == prevLayer && b == prevBlk+1 {
+				seq++
+			}
+			prevLayer, prevBlk = q.d.layer, q.d.ops[i].blk
+		}
 	}
-	direct = direct || s.deferred+nops > s.opts.FrontEntries
+	direct = direct || s.deferred+2*nops > s.opts.FrontEntries
+	mapDirect := s.deferredMap == 0 && 10*seq >= 9*nops
 
 	// Chunks destaged into the front are not in the index yet: their
 	// deferred pblocks in fpPending name them.
@@ -228,7 +243,7 @@ func (s *Store) destage() error {
 	s.mu.Unlock()
 	var front *frontRec
 	if !direct {
-		front = new(frontRec)
+		front = &frontRec{maps: !mapDirect}
 	}
 	// A small front merges in the batch's own transaction. A large one
 	// merges in a transaction of its own: bbolt splits the nodes the merge
@@ -290,7 +305,7 @@ func (s *Store) destage() error {
 		}
 		l := s.layers[q.d.layer]
 		if front != nil {
-			s.deferLocked(l, q, ids[qi])
+			s.deferLocked(l, q, ids[qi], front.maps)
 			continue
 		}
 		for i := range q.d.ops {
@@ -308,7 +323,8 @@ func (s *Store) destage() error {
 		}
 	}
 	if front != nil && front.nmap+front.nidx > 0 {
-		s.deferred += front.nmap
+		s.deferred += front.nmap + front.nidx
+		s.deferredMap += front.nmap
 		s.frontRecs++
 	}
 	for id, l := range s.truncated {
@@ -334,6 +350,7 @@ func (s *Store) destage() error {
 	clear(s.queue[:k])
 	s.queue = s.queue[k:]
 	s.queueBytes -= nb
+	s.queuedOps -= nops
 	s.queuedA.Store(s.queueBytes)
 	s.inPacks.Store(0)
 	s.spaceGen.Add(1)
@@ -593,9 +610,9 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 				mapKey(key[:], rec.lineage, op.blk, q.d.layer)
 				if op.kind == kindHole {
 					switch {
-					case front != nil && bottom:
+					case front != nil && front.maps && bottom:
 						front.delMap(key[:])
-					case front != nil:
+					case front != nil && front.maps:
 						front.putMap(key[:], 0)
 					case bottom:
 						if err := mb.Delete(key[:]); err != nil {
@@ -618,7 +635,7 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 					return nil, fmt.Errorf("layer %d block %d: %w", q.d.layer, op.blk, err)
 				}
 				ids[qi][i] = id
-				if front != nil {
+				if front != nil && front.maps {
 					front.putMap(key[:], id)
 					continue
 				}

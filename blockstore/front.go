@@ -45,22 +45,23 @@ const frontInlineMerge = 8192
 //	uvarint n, then n map entries: [24]key | u8 op (0 delete, 1 put) | u64 LE chunk (put only)
 //	uvarint m, then m index entries: [32]fingerprint | u64 LE chunk
 type frontRec struct {
-	maps []byte // the map entries, encoded
+	maps bool   // the batch's map entries are deferred too, not only its index entries
+	mapb []byte // the map entries, encoded
 	nmap int
 	idx  []byte
 	nidx int
 }
 
 func (f *frontRec) putMap(key []byte, id uint64) {
-	f.maps = append(f.maps, key...)
-	f.maps = append(f.maps, 1)
-	f.maps = binary.LittleEndian.AppendUint64(f.maps, id)
+	f.mapb = append(f.mapb, key...)
+	f.mapb = append(f.mapb, 1)
+	f.mapb = binary.LittleEndian.AppendUint64(f.mapb, id)
 	f.nmap++
 }
 
 func (f *frontRec) delMap(key []byte) {
-	f.maps = append(f.maps, key...)
-	f.maps = append(f.maps, 0)
+	f.mapb = append(f.mapb, key...)
+	f.mapb = append(f.mapb, 0)
 	f.nmap++
 }
 
@@ -71,10 +72,10 @@ func (f *frontRec) putIndex(fp Fingerprint, id uint64) {
 }
 
 func (f *frontRec) encode() []byte {
-	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(f.maps)+len(f.idx))
+	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(f.mapb)+len(f.idx))
 	b = append(b, frontVersion)
 	b = binary.AppendUvarint(b, uint64(f.nmap))
-	b = append(b, f.maps...)
+	b = append(b, f.mapb...)
 	b = binary.AppendUvarint(b, uint64(f.nidx))
 	return append(b, f.idx...)
 }
@@ -374,7 +375,7 @@ func (s *Store) frontMerged() {
 			delete(s.fpPending, fp)
 		}
 	}
-	s.deferred, s.frontRecs = 0, 0
+	s.deferred, s.deferredMap, s.frontRecs = 0, 0, 0
 	// The index changed: a write whose lookups missed must not mark its
 	// blocks absent (see destageGen).
 	s.destageGen.Add(1)
@@ -382,17 +383,18 @@ func (s *Store) frontMerged() {
 
 // deferLocked turns the pending blocks of q, a record of a batch whose
 // entries went into the front, into deferred pblocks naming their chunks
-// (ids, from applyBatch), so their sealed bytes can go. Blocks written
-// again since keep their newer pblock. A record whose layer was released
-// before its destage wrote no entries: its blocks leave memory.
-// REQUIRES: s.mu held.
-func (s *Store) deferLocked(l *layer, q *qrec, ids []uint64) {
+// (ids, from applyBatch), so their sealed bytes can go: in fpPending, and
+// in the layer's pending blocks if the map entries are in the front too
+// (maps). Blocks written again since keep their newer pblock. A record
+// whose layer was released before its destage wrote no entries: its blocks
+// leave memory. REQUIRES: s.mu held.
+func (s *Store) deferLocked(l *layer, q *qrec, ids []uint64, maps bool) {
 	for i := range q.d.ops {
 		op := &q.d.ops[i]
 		var d *pblock
 		if l != nil {
 			if pb := l.pending[op.blk]; pb != nil && pb.lsn == q.end {
-				if ids == nil {
+				if ids == nil || !maps {
 					delete(l.pending, op.blk)
 				} else {
 					d = &pblock{lsn: pb.lsn, kind: pb.kind, fp: pb.fp, codec: pb.codec, chunk: ids[i], deferred: true}

@@ -98,8 +98,12 @@ func TestFrontDefersMergesAndSurvivesCrash(t *testing.T) {
 		fillRand(rng, want[b*bs:(b+1)*bs])
 	}
 	copy(want[64*bs:], want[:16*bs]) // 16 twins of the first 16 blocks
-	if _, err := v.WriteAtStable(want, 0); err != nil {
-		t.Fatal(err)
+	// One block per write, in no order: a sequential batch would put its
+	// map entries into the map at once (TestFrontSequentialMap).
+	for _, b := range rng.Perm(80) {
+		if _, err := v.WriteAtStable(want[b*bs:(b+1)*bs], int64(b)*bs); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Zeros over blocks 20..23 of the bottom layer: deletions in the front.
 	if _, err := v.WriteAtStable(make([]byte, 4*bs), 20*bs); err != nil {
@@ -306,6 +310,13 @@ func frontCrashBlock(i int) []byte {
 	return b
 }
 
+// frontCrashOff scatters the blocks of TestCrashFront over a 4 GiB volume,
+// so that the map entries go to the front too (i -> block is a bijection
+// on [0, 2^20): odd multiplier, power-of-two modulus).
+func frontCrashOff(i int) int64 {
+	return int64(uint64(i)*2654435761%(1<<20)) * crashBS
+}
+
 // TestFrontCrashChild is the child half of TestCrashFront: it writes block
 // after block with stable writes, destages every 16 of them (into the
 // front: nothing merges it), and runs until killed.
@@ -337,7 +348,7 @@ func TestFrontCrashChild(t *testing.T) {
 		crashFail("open volume: %v", err)
 	}
 	for i := first; ; i++ {
-		if _, err := v.WriteAtStable(frontCrashBlock(i), int64(i)*crashBS); err != nil {
+		if _, err := v.WriteAtStable(frontCrashBlock(i), frontCrashOff(i)); err != nil {
 			crashFail("write %d: %v", i, err)
 		}
 		crashOut("ack %d", i)
@@ -429,7 +440,7 @@ func TestCrashFront(t *testing.T) {
 		}
 		got0 := make([]byte, crashBS)
 		for i := 1; i < acked; i++ {
-			if _, err := v.ReadAt(got0, int64(i)*crashBS); err != nil {
+			if _, err := v.ReadAt(got0, frontCrashOff(i)); err != nil {
 				t.Fatalf("round %d: block %d: %v", round, i, err)
 			}
 			if !bytes.Equal(got0, frontCrashBlock(i)) {
@@ -475,9 +486,10 @@ func TestFrontMergeInPieces(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := make([]byte, n*bs)
-	fillRand(rand.New(rand.NewPCG(8, 9)), want)
-	for off := 0; off < len(want); off += 1 << 20 {
-		if _, err := v.WriteAt(want[off:min(off+1<<20, len(want))], int64(off)); err != nil {
+	rng := rand.New(rand.NewPCG(8, 9))
+	fillRand(rng, want)
+	for _, b := range rng.Perm(n) { // in no order: the map entries go to the front
+		if _, err := v.WriteAt(want[b*bs:(b+1)*bs], int64(b)*bs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -495,8 +507,8 @@ func TestFrontMergeInPieces(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if s.deferred != n {
-		t.Fatalf("%d entries deferred, want %d", s.deferred, n)
+	if s.deferred != 2*n || s.deferredMap != n {
+		t.Fatalf("%d entries deferred, %d for the map; want %d and %d", s.deferred, s.deferredMap, 2*n, n)
 	}
 	check := func(s *Store, what string) {
 		t.Helper()
@@ -543,4 +555,78 @@ func TestFrontMergeInPieces(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(s, "merged")
+}
+
+// TestFrontSequentialMap: a sequential batch puts its map entries into the
+// map at once and defers only its index entries; once map entries wait in
+// the front, a sequential batch defers its own too (the map must get them
+// in log order).
+func TestFrontSequentialMap(t *testing.T) {
+	const bs = 4 << 10
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{DestageDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(10, 11))
+	want := make([]byte, 256*bs)
+	fillRand(rng, want)
+	write := func(blocks []int) {
+		t.Helper()
+		for _, b := range blocks {
+			if _, err := v.WriteAt(want[b*bs:(b+1)*bs], int64(b)*bs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.destage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq := func(from, to int) []int {
+		var bs []int
+		for b := from; b < to; b++ {
+			bs = append(bs, b)
+		}
+		return bs
+	}
+	write(seq(0, 64))
+	if m, d, dm := bucketLen(t, s, bMap), s.deferred, s.deferredMap; m != 64 || d != 64 || dm != 0 {
+		t.Fatalf("sequential batch: map %d entries, front %d entries (%d for the map); want 64, 64, 0", m, d, dm)
+	}
+	perm := rng.Perm(64)
+	for i := range perm {
+		perm[i] += 64
+	}
+	write(perm)
+	if m, dm := bucketLen(t, s, bMap), s.deferredMap; m != 64 || dm != 64 {
+		t.Fatalf("batch in no order: map %d entries, %d map entries in the front; want 64 and 64", m, dm)
+	}
+	write(seq(128, 256))
+	if m, dm := bucketLen(t, s, bMap), s.deferredMap; m != 64 || dm != 192 {
+		t.Fatalf("sequential batch after one in no order: map %d entries, %d map entries in the front; want 64 and 192", m, dm)
+	}
+	got := make([]byte, len(want))
+	if _, err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read before the merge: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, i := bucketLen(t, s, bMap), bucketLen(t, s, bIndex); m != 256 || i != 256 {
+		t.Fatalf("after Flush: map %d, index %d entries; want 256 and 256", m, i)
+	}
+	if _, err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read after the merge: %v, equal %v", err, bytes.Equal(got, want))
+	}
 }

@@ -95,11 +95,12 @@ type Options struct {
 	// Extension keeps the metadata of the package above in the NVLOG and
 	// bbolt (see Extension).
 	Extension Extension
-	// FrontEntries bounds the map entries destage defers (the front, see
-	// docs/DESIGN.md): they are merged into the map and the index in one
-	// sorted transaction once this many wait. 0 = 131072 (512 MiB of
-	// 4 KiB blocks); negative = no front, every destage writes its entries
-	// into the map and the index directly.
+	// FrontEntries bounds the map and index entries destage defers (the
+	// front, see docs/DESIGN.md): they are merged into the map and the
+	// index in sorted transactions once this many wait. 0 = 262144 (a map
+	// and an index entry each for 512 MiB of 4 KiB blocks); negative = no
+	// front, every destage writes its entries into the map and the index
+	// directly.
 	FrontEntries int
 
 	noSpaceCheck bool // tests: let writes run into the real ENOSPC paths
@@ -108,9 +109,10 @@ type Options struct {
 const (
 	defaultMaxLog       = 64 << 20
 	defaultCache        = 32 << 20
-	defaultFrontEntries = 128 << 10
+	defaultFrontEntries = 256 << 10
 	defaultPackSize     = 32 << 20
 	destageBatchBytes   = 16 << 20
+	destageBatchOps     = 64 << 10
 	dbFile              = "meta.db"
 	keyFile             = "datastore.key"
 )
@@ -174,6 +176,7 @@ type Store struct {
 	queue      []*qrec // log records not yet destaged, in LSN order
 	queueBytes int64
 	queuedA    atomic.Int64            // queueBytes, for writers' fast check without mu
+	queuedOps  int                     // block ops in queue
 	fpPending  map[Fingerprint]*pblock // pending (and deferred) data blocks by fingerprint
 	nextID     uint64
 	metaGen    uint64 // bumped by every layer graph change; invalidates chains
@@ -195,10 +198,12 @@ type Store struct {
 	packCommitted int64
 	nextChunk     uint64
 	nextPack      uint64
-	// deferred counts the map entries in the front (front.go): destaged,
-	// journaled in bucket "front", not yet in the map.
-	deferred  int
-	frontRecs int // values in bucket "front"
+	// deferred counts the entries in the front (front.go): destaged,
+	// journaled in bucket "front", not yet in the map or the index;
+	// deferredMap those of them for the map.
+	deferred    int
+	deferredMap int
+	frontRecs   int // values in bucket "front"
 
 	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
 	gcMark *bitset      // non-nil while a GC marks (I7)
@@ -825,7 +830,13 @@ func (s *Store) applyLocked(d decoded, end LSN, nbytes int64) {
 	}
 	s.queue = append(s.queue, &qrec{end: end, d: d, bytes: nbytes})
 	s.queueBytes += nbytes
+	s.queuedOps += len(d.ops)
 	s.queuedA.Store(s.queueBytes)
+	if s.queuedOps >= destageBatchOps/2 {
+		// Records of references are small: half a batch of them is a lot
+		// of blocks, which destage need not wait for its timer to take.
+		s.kick()
+	}
 }
 
 // applySize applies a record's size change to l. REQUIRES: s.mu held.
@@ -989,6 +1000,12 @@ func (s *Store) Layer(id LayerID) (LayerInfo, error) {
 }
 
 // kick wakes the destage loop.
+// batchWaiting reports whether half a destage batch is queued. REQUIRES:
+// s.mu held.
+func (s *Store) batchWaiting() bool {
+	return s.queueBytes >= destageBatchBytes/2 || s.queuedOps >= destageBatchOps/2
+}
+
 func (s *Store) kick() {
 	select {
 	case s.wake <- struct{}{}:
