@@ -7,13 +7,14 @@ package blockstore
 // entry dirtied its own leaf page, and the commit rewrote thousands of pages
 // for a 16 MiB batch (half the CPU of 64 concurrent stable writers). Now a
 // batch of plain block writes commits its chunks, packs, layer sizes and
-// checkpoint as before, but its map and index entries go into one value of
-// bucket "front" (the journal, in the same transaction), and its pending
-// blocks stay in memory as deferred pblocks that name their chunks. Once
-// FrontEntries wait, or before a batch with a metadata record or a
-// shrinking truncate (whose effects on the map assume it is complete), or
-// on Flush, GC and Stats, the journal is merged into the map and the index
-// in one sorted transaction: each leaf is rewritten once for all the
+// checkpoint as before, but its index entries, and its map entries unless
+// the batch is sequential, go into one value of bucket "front" (the
+// journal, in the same transaction), and its pending blocks stay in memory
+// as deferred pblocks that name their chunks. Once FrontEntries wait, or
+// before a batch with a metadata record or a shrinking truncate (whose
+// effects on the map assume it is complete), or on Flush, GC and Stats, the
+// journal is merged into the map and the index in key order, in
+// transactions of a bounded size: each leaf is rewritten once for all the
 // entries that land in it.
 //
 // Readers need no change: every reader of the map already consults the
