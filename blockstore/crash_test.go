@@ -558,75 +558,110 @@ func runCrashChild(t *testing.T, dir string, rng *rand.Rand) *crashRound {
 	t.Helper()
 	delay := time.Duration(50+rng.IntN(351)) * time.Millisecond
 	fromStart := rng.IntN(4) == 0
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%d", crashEnv, dir, rng.Uint64()))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
+	p := startCrashChild(t, "TestCrashChild", fmt.Sprintf("%s=%s|%d", crashEnv, dir, rng.Uint64()), "ready")
+	timer := time.NewTimer(delay)
+	if !fromStart {
+		timer.Stop()
+		if p.wait(30 * time.Second) {
+			timer.Reset(delay)
+		} else {
+			timer.Reset(0) // no "ready" (Open takes milliseconds): kill it and report below
+		}
+	}
+	if !p.exited {
+		select {
+		case <-timer.C:
+		case p.got = <-p.lines:
+			p.exited = true
+		}
+	}
+	got := p.kill()
+	r, err := parseCrashOutput(got)
+	if err != nil {
+		t.Fatalf("child output: %v\nstderr:\n%s", err, p.stderr.String())
+	}
+	return r
+}
+
+// crashProc is a child process running one test of this binary until the
+// parent kills it.
+type crashProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	marked chan struct{} // closed at the first stdout line crashLinePrefix+marker
+	lines  chan []string // every stdout line, once stdout closes
+	got    []string      // the lines, once received
+	exited bool          // got is set: stdout closed
+}
+
+// startCrashChild starts the test named test as a child with env (NAME=value)
+// added to its environment.
+func startCrashChild(t *testing.T, test, env, marker string) *crashProc {
+	t.Helper()
+	p := &crashProc{t: t, marked: make(chan struct{}), lines: make(chan []string, 1)}
+	p.cmd = exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	p.cmd.Env = append(os.Environ(), env)
+	p.cmd.Stderr = &p.stderr
+	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan struct{})
-	lines := make(chan []string, 1)
 	go func() {
 		var all []string
+		seen := false
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			all = append(all, sc.Text())
-			if sc.Text() == crashLinePrefix+"ready" {
-				close(ready)
+			if !seen && sc.Text() == crashLinePrefix+marker {
+				seen = true
+				close(p.marked)
 			}
 		}
-		lines <- all
+		p.lines <- all
 	}()
-	var got []string
-	exited := false
-	timer := time.NewTimer(delay)
-	if !fromStart {
-		timer.Stop()
-		select {
-		case <-ready:
-			timer.Reset(delay)
-		case got = <-lines:
-			exited = true
-		case <-time.After(30 * time.Second):
-			// Open takes milliseconds; kill it and report below.
-		}
+	return p
+}
+
+// wait waits for the marker line and reports whether it came; it returns
+// false if stdout closed first (exited is then set) or timeout passed.
+func (p *crashProc) wait(timeout time.Duration) bool {
+	select {
+	case <-p.marked:
+		return true
+	case p.got = <-p.lines:
+		p.exited = true
+	case <-time.After(timeout):
 	}
-	if !exited {
-		select {
-		case <-timer.C:
-		case got = <-lines:
-			exited = true
-		}
-	}
+	return false
+}
+
+// kill SIGKILLs the child and returns its stdout lines. It fails the test
+// if the child ended on its own, or reported a data race, a panic or a
+// fatal error on stderr (the race detector reports and carries on).
+func (p *crashProc) kill() []string {
+	p.t.Helper()
 	// The child is not reaped before Wait, so its PID cannot have been
 	// reused by another process.
-	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill child: %v", err)
+	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		p.t.Fatalf("kill child: %v", err)
 	}
-	if !exited {
-		got = <-lines
+	if !p.exited {
+		p.got, p.exited = <-p.lines, true
 	}
-	werr := cmd.Wait()
-	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	werr := p.cmd.Wait()
+	ws, _ := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("child ended on its own (%v)\nstdout:\n%s\nstderr:\n%s", werr, strings.Join(got, "\n"), stderr.String())
+		p.t.Fatalf("child ended on its own (%v)\nstdout:\n%s\nstderr:\n%s", werr, strings.Join(p.got, "\n"), p.stderr.String())
 	}
-	// The race detector and panics report on stderr and carry on (or die
-	// before the kill, caught above).
-	if e := stderr.String(); strings.Contains(e, "DATA RACE") || strings.Contains(e, "panic") || strings.Contains(e, "fatal error") {
-		t.Fatalf("child stderr:\n%s", e)
+	if e := p.stderr.String(); strings.Contains(e, "DATA RACE") || strings.Contains(e, "panic") || strings.Contains(e, "fatal error") {
+		p.t.Fatalf("child stderr:\n%s", e)
 	}
-	r, err := parseCrashOutput(got)
-	if err != nil {
-		t.Fatalf("child output: %v\nstderr:\n%s", err, stderr.String())
-	}
-	return r
+	return p.got
 }
 
 // check opens the store in dir and compares every volume with the model.

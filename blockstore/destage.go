@@ -113,7 +113,7 @@ func (s *Store) destage() error {
 	s.destageMu.Lock()
 	defer s.destageMu.Unlock()
 	s.mu.Lock()
-	if s.closed {
+	if s.closed.Load() {
 		s.mu.Unlock()
 		return ErrClosed
 	}
@@ -161,17 +161,19 @@ func (s *Store) destage() error {
 	// Chunks destaged into the front are not in the index yet: their
 	// deferred pblocks in fpPending name them.
 	known := make(map[Fingerprint]uint64)
-	s.mu.Lock()
-	for _, q := range batch {
-		for i := range q.d.ops {
-			if op := &q.d.ops[i]; op.kind != kindHole {
-				if pb := s.fpPending[op.fp]; pb != nil && pb.deferred {
-					known[op.fp] = pb.chunk
+	if s.deferred > 0 { // else there are none, and the walk is wasted
+		s.mu.Lock()
+		for _, q := range batch {
+			for i := range q.d.ops {
+				if op := &q.d.ops[i]; op.kind != kindHole {
+					if pb := s.fpPending[op.fp]; pb != nil && pb.deferred {
+						known[op.fp] = pb.chunk
+					}
 				}
 			}
 		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	for fp, id := range known {
 		if s.isQuarantined(id) {
 			delete(known, fp)
@@ -249,8 +251,8 @@ func (s *Store) destage() error {
 	// merges in a transaction of its own: bbolt splits the nodes the merge
 	// filled only at commit, and the batch's inserts into those oversized
 	// nodes would each shift thousands of entries.
-	inline := direct && s.frontRecs > 0 && s.deferred <= frontInlineMerge
-	if direct && s.frontRecs > 0 && !inline {
+	inline := direct && s.deferred > 0 && s.deferred <= frontMergeStep
+	if direct && s.deferred > 0 && !inline {
 		if err := s.mergeFrontLocked(); err != nil {
 			return fmt.Errorf("blockstore: destage: %w", s.failBatch(closedPacks, err))
 		}
@@ -325,7 +327,6 @@ func (s *Store) destage() error {
 	if front != nil && front.nmap+front.nidx > 0 {
 		s.deferred += front.nmap + front.nidx
 		s.deferredMap += front.nmap
-		s.frontRecs++
 	}
 	for id, l := range s.truncated {
 		if s.layers[id] != l {
@@ -349,9 +350,8 @@ func (s *Store) destage() error {
 	// sealed bytes) reachable until it is reallocated.
 	clear(s.queue[:k])
 	s.queue = s.queue[k:]
-	s.queueBytes -= nb
+	s.queueBytes.Add(-nb)
 	s.queuedOps -= nops
-	s.queuedA.Store(s.queueBytes)
 	s.inPacks.Store(0)
 	s.spaceGen.Add(1)
 	s.destageErr = nil
@@ -811,7 +811,7 @@ func mergeEntries(mb *bolt.Bucket, lineage, from, into, vis uint64) error {
 func (s *Store) mergeOne() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return false, ErrClosed
 	}
 	for id := range s.mergeable {

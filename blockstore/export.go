@@ -51,7 +51,7 @@ type ExportData struct {
 func (s *Store) LayerBlocks(id LayerID, first uint64, n int) ([]ExportBlock, error) {
 	s.mu.Lock()
 	l := s.layers[uint64(id)]
-	if s.closed {
+	if s.closed.Load() {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}

@@ -35,10 +35,6 @@ import (
 // frontVersion is the first byte of a journal value.
 const frontVersion = 1
 
-// frontInlineMerge: a front of at most this many entries merges in the
-// transaction of the batch that needs it merged (one commit, not two).
-const frontInlineMerge = 8192
-
 // frontRec collects one destage batch's deferred entries, encoded as the
 // journal value (wire format, docs/DESIGN.md "bucket front"):
 //
@@ -347,7 +343,7 @@ func (s *Store) mergeFront() error {
 
 // mergeFrontLocked is mergeFront. REQUIRES: s.destageMu held.
 func (s *Store) mergeFrontLocked() error {
-	if s.frontRecs == 0 {
+	if s.deferred == 0 {
 		return nil
 	}
 	if _, err := s.mergeJournal(); err != nil {
@@ -376,7 +372,7 @@ func (s *Store) frontMerged() {
 			delete(s.fpPending, fp)
 		}
 	}
-	s.deferred, s.deferredMap, s.frontRecs = 0, 0, 0
+	s.deferred, s.deferredMap = 0, 0
 	// The index changed: a write whose lookups missed must not mark its
 	// blocks absent (see destageGen).
 	s.destageGen.Add(1)

@@ -1,7 +1,6 @@
 package blockstore
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -9,11 +8,9 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -70,28 +67,55 @@ func bucketLen(t *testing.T, s *Store, name []byte) int {
 // TestFrontDefersMergesAndSurvivesCrash: a destage of plain writes leaves
 // the map and the index alone and journals their entries; reads, dedupe
 // and a crash image all see them; Flush merges them.
-func TestFrontDefersMergesAndSurvivesCrash(t *testing.T) {
-	const bs = 4 << 10
+// frontVolume makes a datastore of 4 KiB blocks in a new directory, opens
+// it with opts and creates a volume. Destage runs only when the test calls
+// it (DestageDelay is an hour), and the volume's record, metadata that a
+// batch writes directly, is destaged already, so that the next batch holds
+// block writes only. The store is closed at the end of the test.
+func frontVolume(t *testing.T, opts Options) (string, *Store, *Volume) {
+	t.Helper()
 	dir := t.TempDir()
-	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
+	if err := Init(dir, InitOptions{BlockSize: 4 << 10}); err != nil {
 		t.Fatal(err)
 	}
-	// Destage runs only when the test calls it.
-	opts := Options{DestageDelay: time.Hour}
+	opts.DestageDelay = time.Hour
 	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { s.Close() }()
+	t.Cleanup(func() { s.Close() })
 	v, err := s.CreateVolume()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The volume's record is metadata: its batch writes directly. Destage
-	// it now, so that the batch below holds block writes only.
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return dir, s, v
+}
+
+// frontReadsBack checks that volume id of s reads want from offset 0.
+func frontReadsBack(t *testing.T, s *Store, id VolumeID, want []byte, what string) {
+	t.Helper()
+	v, err := s.OpenVolume(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if _, err := v.ReadAt(got, 0); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	bs := s.BlockSize()
+	for b := 0; b*bs < len(want); b++ {
+		if !bytes.Equal(got[b*bs:min((b+1)*bs, len(want))], want[b*bs:min((b+1)*bs, len(want))]) {
+			t.Fatalf("%s: block %d differs (zeros=%v)", what, b, isZero(got[b*bs:min((b+1)*bs, len(want))]))
+		}
+	}
+}
+
+func TestFrontDefersMergesAndSurvivesCrash(t *testing.T) {
+	const bs = 4 << 10
+	dir, s, v := frontVolume(t, Options{})
 	rng := rand.New(rand.NewPCG(5, 6))
 	want := make([]byte, 80*bs)
 	for b := 0; b < 64; b++ {
@@ -113,8 +137,8 @@ func TestFrontDefersMergesAndSurvivesCrash(t *testing.T) {
 	if err := s.destage(); err != nil {
 		t.Fatal(err)
 	}
-	if s.frontRecs == 0 || s.deferred == 0 {
-		t.Fatalf("after a destage of plain writes: front values %d, deferred entries %d; want both > 0", s.frontRecs, s.deferred)
+	if n := bucketLen(t, s, bFront); n == 0 || s.deferred == 0 {
+		t.Fatalf("after a destage of plain writes: front values %d, deferred entries %d; want both > 0", n, s.deferred)
 	}
 	if n := bucketLen(t, s, bMap); n != 0 {
 		t.Fatalf("map holds %d entries before the merge, want 0", n)
@@ -124,19 +148,7 @@ func TestFrontDefersMergesAndSurvivesCrash(t *testing.T) {
 	}
 	check := func(s *Store, id VolumeID, what string) {
 		t.Helper()
-		v, err := s.OpenVolume(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(want))
-		if _, err := v.ReadAt(got, 0); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		for b := 0; b < len(want)/bs; b++ {
-			if !bytes.Equal(got[b*bs:(b+1)*bs], want[b*bs:(b+1)*bs]) {
-				t.Fatalf("%s: block %d differs", what, b)
-			}
-		}
+		frontReadsBack(t, s, id, want, what)
 	}
 	// Deferred blocks read from their chunks: the sealed bytes are gone.
 	s.cache = newChunkCache(1 << 20)
@@ -182,8 +194,8 @@ func TestFrontDefersMergesAndSurvivesCrash(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if s.frontRecs != 0 || s.deferred != 0 {
-		t.Errorf("after Flush: front values %d, deferred %d; want 0", s.frontRecs, s.deferred)
+	if s.deferred != 0 {
+		t.Errorf("after Flush: deferred %d; want 0", s.deferred)
 	}
 	if n := bucketLen(t, s, bFront); n != 0 {
 		t.Errorf("front journal holds %d values after Flush, want 0", n)
@@ -356,7 +368,7 @@ func TestFrontCrashChild(t *testing.T) {
 			if err := s.destage(); err != nil {
 				crashFail("destage: %v", err)
 			}
-			if s.frontRecs > 0 {
+			if s.deferred > 0 {
 				crashOut("front")
 			}
 		}
@@ -374,48 +386,15 @@ func TestCrashFront(t *testing.T) {
 	rng := rand.New(rand.NewPCG(*crashSeed, 3))
 	acked := 1 // blocks [1, acked) are acknowledged; block 0 stays a hole
 	for round := range 5 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestFrontCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%d", frontCrashEnv, dir, acked))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		front := make(chan struct{})
-		lines := make(chan []string, 1)
-		go func() {
-			var all []string
-			seen := false
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				all = append(all, sc.Text())
-				if !seen && sc.Text() == crashLinePrefix+"front" {
-					seen = true
-					close(front)
-				}
+		p := startCrashChild(t, "TestFrontCrashChild", fmt.Sprintf("%s=%s|%d", frontCrashEnv, dir, acked), "front")
+		if !p.wait(60 * time.Second) {
+			if p.exited {
+				t.Fatalf("round %d: child ended before destaging into the front:\n%s\n%s", round, strings.Join(p.got, "\n"), p.stderr.String())
 			}
-			lines <- all
-		}()
-		select {
-		case <-front:
-		case got := <-lines:
-			t.Fatalf("round %d: child ended before destaging into the front:\n%s\n%s", round, strings.Join(got, "\n"), stderr.String())
-		case <-time.After(60 * time.Second):
 			t.Fatalf("round %d: no destage into the front within a minute", round)
 		}
 		time.Sleep(time.Duration(rng.IntN(40)) * time.Millisecond)
-		if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		got := <-lines
-		cmd.Wait()
-		if e := stderr.String(); strings.Contains(e, "DATA RACE") || strings.Contains(e, "panic") {
-			t.Fatalf("child stderr:\n%s", e)
-		}
+		got := p.kill()
 		for _, l := range got {
 			if n, ok := strings.CutPrefix(l, crashLinePrefix+"ack "); ok {
 				i, _ := strconv.Atoi(n)
@@ -469,22 +448,7 @@ func TestCrashFront(t *testing.T) {
 func TestFrontMergeInPieces(t *testing.T) {
 	const bs = 4 << 10
 	const n = 3*frontMergeStep/2 + 100 // map entries plus index entries: 4 pieces
-	dir := t.TempDir()
-	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(dir, Options{DestageDelay: time.Hour, FrontEntries: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { s.Close() }()
-	v, err := s.CreateVolume()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	dir, s, v := frontVolume(t, Options{FrontEntries: 1 << 20})
 	want := make([]byte, n*bs)
 	rng := rand.New(rand.NewPCG(8, 9))
 	fillRand(rng, want)
@@ -512,17 +476,7 @@ func TestFrontMergeInPieces(t *testing.T) {
 	}
 	check := func(s *Store, what string) {
 		t.Helper()
-		v, err := s.OpenVolume(v.ID())
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(want))
-		if _, err := v.ReadAt(got, 0); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%s: data differs", what)
-		}
+		frontReadsBack(t, s, v.ID(), want, what)
 		if m, f := bucketLen(t, s, bMap), bucketLen(t, s, bFront); m != n || f != 0 {
 			t.Fatalf("%s: map %d entries, journal %d values; want %d and 0", what, m, f, n)
 		}
@@ -530,6 +484,7 @@ func TestFrontMergeInPieces(t *testing.T) {
 	// The first merge transaction, then a crash.
 	var f *frontEnts
 	if err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
 		f, err = readFront(tx)
 		return err
 	}); err != nil {
@@ -563,22 +518,7 @@ func TestFrontMergeInPieces(t *testing.T) {
 // in log order).
 func TestFrontSequentialMap(t *testing.T) {
 	const bs = 4 << 10
-	dir := t.TempDir()
-	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(dir, Options{DestageDelay: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	v, err := s.CreateVolume()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	_, s, v := frontVolume(t, Options{})
 	rng := rand.New(rand.NewPCG(10, 11))
 	want := make([]byte, 256*bs)
 	fillRand(rng, want)
@@ -616,17 +556,12 @@ func TestFrontSequentialMap(t *testing.T) {
 	if m, dm := bucketLen(t, s, bMap), s.deferredMap; m != 64 || dm != 192 {
 		t.Fatalf("sequential batch after one in no order: map %d entries, %d map entries in the front; want 64 and 192", m, dm)
 	}
-	got := make([]byte, len(want))
-	if _, err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("read before the merge: %v, equal %v", err, bytes.Equal(got, want))
-	}
+	frontReadsBack(t, s, v.ID(), want, "before the merge")
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if m, i := bucketLen(t, s, bMap), bucketLen(t, s, bIndex); m != 256 || i != 256 {
 		t.Fatalf("after Flush: map %d, index %d entries; want 256 and 256", m, i)
 	}
-	if _, err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("read after the merge: %v, equal %v", err, bytes.Equal(got, want))
-	}
+	frontReadsBack(t, s, v.ID(), want, "after the merge")
 }

@@ -45,7 +45,7 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	s.destageMu.Lock()
 	defer s.destageMu.Unlock()
 	s.mu.Lock()
-	closed := s.closed
+	closed := s.closed.Load()
 	s.mu.Unlock()
 	if closed {
 		return rep, ErrClosed
@@ -588,7 +588,7 @@ func (s *Store) Stats() (Stats, error) {
 	s.mu.Lock()
 	st.Volumes = len(s.vols)
 	st.Layers = len(s.layers)
-	st.LogBytes = s.queueBytes
+	st.LogBytes = s.queueBytes.Load()
 	s.mu.Unlock()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bMap).Cursor()

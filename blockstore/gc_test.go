@@ -147,7 +147,7 @@ func TestFlushEndsUnderSteadyWrites(t *testing.T) {
 	// Let the writers fill the log up to its bound.
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		s.mu.Lock()
-		q := s.queueBytes
+		q := s.queueBytes.Load()
 		s.mu.Unlock()
 		if q >= 4<<20 {
 			break
@@ -175,5 +175,5 @@ func TestFlushEndsUnderSteadyWrites(t *testing.T) {
 	if len(s.queue) > 0 && s.queue[0].end <= target {
 		t.Fatalf("Flush returned with a record logged before it (end %d <= %d) still queued", s.queue[0].end, target)
 	}
-	t.Logf("Flush returned; %d MiB written meanwhile, %d bytes queued", (wrote.Load()-before)>>20, s.queueBytes)
+	t.Logf("Flush returned; %d MiB written meanwhile, %d bytes queued", (wrote.Load()-before)>>20, s.queueBytes.Load())
 }

@@ -268,7 +268,7 @@ func (s *Store) remoteLayerLocked(id LayerID) (*layer, error) {
 // before it fetches.
 func (s *Store) RemoteMissing(id LayerID, blocks []uint64) ([]uint64, error) {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed.Load() {
 		s.mu.Unlock()
 		return nil, ErrClosed
 	}

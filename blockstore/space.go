@@ -118,7 +118,7 @@ func (s *Store) spaceLeft() (spaceParts, error) {
 		gen := s.spaceGen.Load()
 		p.admitted = s.admitted.Load()
 		s.mu.Lock()
-		p.queued = s.queueBytes - s.inPacks.Load()
+		p.queued = s.queueBytes.Load() - s.inPacks.Load()
 		s.mu.Unlock()
 		var err error
 		p.free, p.reserve, err = s.freeAndReserve()

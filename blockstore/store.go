@@ -173,9 +173,8 @@ type Store struct {
 	mu         sync.Mutex // guards everything below up to destageMu
 	layers     map[uint64]*layer
 	vols       map[uint64]*volState
-	queue      []*qrec // log records not yet destaged, in LSN order
-	queueBytes int64
-	queuedA    atomic.Int64            // queueBytes, for writers' fast check without mu
+	queue      []*qrec                 // log records not yet destaged, in LSN order
+	queueBytes atomic.Int64            // written under mu, read without it by writers' fast check
 	queuedOps  int                     // block ops in queue
 	fpPending  map[Fingerprint]*pblock // pending (and deferred) data blocks by fingerprint
 	nextID     uint64
@@ -188,10 +187,9 @@ type Store struct {
 	// entries. A write whose index misses were looked up with no commit
 	// between the lookup and its append marks those blocks absent.
 	destageGen atomic.Uint64 // written under mu, read without it
-	closed     bool
-	closedA    atomic.Bool // closed, for readers without mu
-	replaying  bool        // Open is replaying the log
-	replayErr  error       // the first extension replay error
+	closed     atomic.Bool   // set under mu, read without it by Volume.state
+	replaying  bool          // Open is replaying the log
+	replayErr  error         // the first extension replay error
 
 	destageMu     sync.Mutex // serializes destage and GC: the bbolt and pack writers
 	pack          *packWriter
@@ -199,11 +197,11 @@ type Store struct {
 	nextChunk     uint64
 	nextPack      uint64
 	// deferred counts the entries in the front (front.go): destaged,
-	// journaled in bucket "front", not yet in the map or the index;
-	// deferredMap those of them for the map.
+	// journaled in bucket "front", not yet in the map or the index (the
+	// journal is empty exactly when it is 0); deferredMap those of them
+	// for the map.
 	deferred    int
 	deferredMap int
-	frontRecs   int // values in bucket "front"
 
 	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
 	gcMark *bitset      // non-nil while a GC marks (I7)
@@ -630,7 +628,7 @@ func (s *Store) load() error {
 		return err
 	}
 	if n > 0 {
-		s.logger.Info("blockstore: replayed NVLOG", "records", n, "bytes", s.queueBytes)
+		s.logger.Info("blockstore: replayed NVLOG", "records", n, "bytes", s.queueBytes.Load())
 	}
 	return nil
 }
@@ -690,15 +688,14 @@ func parsePackName(name string) (uint64, bool) {
 // Close destages everything, syncs and closes the store.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed.Load() {
 		s.mu.Unlock()
 		return ErrClosed
 	}
 	s.mu.Unlock()
 	ferr := s.Flush()
 	s.mu.Lock()
-	s.closed = true
-	s.closedA.Store(true)
+	s.closed.Store(true)
 	s.room.Broadcast()
 	s.mu.Unlock()
 	close(s.stop)
@@ -749,7 +746,7 @@ func (s *Store) Flush() error {
 	for {
 		s.mu.Lock()
 		done := len(s.queue) == 0 || s.queue[0].end > target
-		closed := s.closed
+		closed := s.closed.Load()
 		s.mu.Unlock()
 		if closed {
 			return ErrClosed
@@ -767,7 +764,7 @@ func (s *Store) Flush() error {
 // append logs one record and applies it to the in-memory state, atomically
 // with respect to every other mutation. REQUIRES: s.mu held.
 func (s *Store) appendLocked(d decoded, parts ...[]byte) (LSN, error) {
-	if s.closed {
+	if s.closed.Load() {
 		return 0, ErrClosed
 	}
 	end, err := s.log.appendv(parts...)
@@ -829,9 +826,8 @@ func (s *Store) applyLocked(d decoded, end LSN, nbytes int64) {
 		s.metaGen++
 	}
 	s.queue = append(s.queue, &qrec{end: end, d: d, bytes: nbytes})
-	s.queueBytes += nbytes
+	s.queueBytes.Add(nbytes)
 	s.queuedOps += len(d.ops)
-	s.queuedA.Store(s.queueBytes)
 	if s.queuedOps >= destageBatchOps/2 {
 		// Records of references are small: half a batch of them is a lot
 		// of blocks, which destage need not wait for its timer to take.
@@ -1003,7 +999,7 @@ func (s *Store) Layer(id LayerID) (LayerInfo, error) {
 // batchWaiting reports whether half a destage batch is queued. REQUIRES:
 // s.mu held.
 func (s *Store) batchWaiting() bool {
-	return s.queueBytes >= destageBatchBytes/2 || s.queuedOps >= destageBatchOps/2
+	return s.queueBytes.Load() >= destageBatchBytes/2 || s.queuedOps >= destageBatchOps/2
 }
 
 func (s *Store) kick() {

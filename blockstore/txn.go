@@ -79,7 +79,7 @@ func (s *Store) UpdateAsync(lock []VolumeID, fn func(t *Txn) error) (LSN, error)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return 0, ErrClosed
 	}
 	for _, v := range held {

@@ -63,7 +63,7 @@ func (s *Store) destageThrough() error {
 	s.mu.Unlock()
 	for {
 		s.mu.Lock()
-		closed := s.closed
+		closed := s.closed.Load()
 		done := len(s.queue) == 0 || s.queue[0].end > target
 		s.mu.Unlock()
 		if closed {

@@ -83,12 +83,12 @@ func (v *Volume) state() (*volState, error) {
 	// Without the store mutex, which every write takes often enough: a
 	// write checks again, under it, that the volume is still there before
 	// it appends.
-	if vs := v.vs.Load(); vs != nil && !vs.gone.Load() && !s.closedA.Load() {
+	if vs := v.vs.Load(); vs != nil && !vs.gone.Load() && !s.closed.Load() {
 		return vs, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return nil, ErrClosed
 	}
 	vs := s.vols[v.id]
@@ -422,7 +422,7 @@ func (s *Store) readAhead(vs *volState, from uint64) {
 		n = 4
 	}
 	s.mu.Lock()
-	if s.closed || vs.readingAhead {
+	if s.closed.Load() || vs.readingAhead {
 		s.mu.Unlock()
 		return
 	}
@@ -801,13 +801,13 @@ func (s *Store) lockStripes(vol, first, last uint64) func() {
 // waitRoom applies backpressure: while the NVLOG holds more than
 // MaxLogBytes not yet destaged, writers wait for destage.
 func (s *Store) waitRoom() error {
-	if s.queuedA.Load() <= s.opts.MaxLogBytes {
+	if s.queueBytes.Load() <= s.opts.MaxLogBytes {
 		return nil // the common case, without the store mutex
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.queueBytes > s.opts.MaxLogBytes {
-		if s.closed {
+	for s.queueBytes.Load() > s.opts.MaxLogBytes {
+		if s.closed.Load() {
 			return ErrClosed
 		}
 		if s.destageErr != nil {
@@ -843,7 +843,7 @@ func (lv *LayerView) check() error {
 	s := lv.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return ErrClosed
 	}
 	if s.layers[lv.vs.top] == nil {
@@ -928,7 +928,7 @@ func (v *Volume) Allocated() int64 {
 	known := vs.allocAt != 0
 	fresh := known && coarse.UnixNano()-vs.allocAt < int64(allocTTL)
 	n := vs.alloc
-	refresh := known && !fresh && !vs.allocBusy && !s.closed
+	refresh := known && !fresh && !vs.allocBusy && !s.closed.Load()
 	if refresh {
 		vs.allocBusy = true
 		s.bg.Add(1)
