@@ -273,7 +273,12 @@ func (h *harness) run(t *testing.T, sc scenario, why *string) {
 	cmd.Stderr = out
 	t.Logf("%s -m %s -d %s -t %s %s", filepath.Join(h.umlnfs, "run"), sc.mem, sc.disk, secs, script)
 	start := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		stop := h.hostWatchdog(sc, cmd.Process.Pid, out)
+		err = cmd.Wait()
+		stop()
+	}
 	out.Flush()
 	took := time.Since(start).Round(100 * time.Millisecond)
 	var ee *exec.ExitError
@@ -288,6 +293,31 @@ func (h *harness) run(t *testing.T, sc scenario, why *string) {
 		t.Fatalf("%s: the guest never started (boot log above)", sc.name)
 	default:
 		t.Fatalf("%s failed after %s: %v (see FAIL above)", sc.name, took, err)
+	}
+}
+
+// hostWatchdog diagnoses the guest from the host (diagnoseGuest) if it
+// still runs 25 s before its limit, before the guest's own watchdog
+// (scripts/common.sh) stops the server: the guest's watchdog cannot print
+// when the whole guest is frozen. The returned stop waits for a diagnosis
+// under way, so that nothing is logged after the test ends.
+func (h *harness) hostWatchdog(sc scenario, root int, out *lineLogger) (stop func()) {
+	after := sc.timeout - 25*time.Second
+	if after < 30*time.Second {
+		return func() {}
+	}
+	done := make(chan struct{})
+	timer := time.AfterFunc(after, func() {
+		defer close(done)
+		out.note(fmt.Sprintf("HOST WATCHDOG: %s still runs %s after it started; what the host sees of the guest:", sc.name, after))
+		for _, l := range strings.Split(strings.TrimRight(diagnoseGuest(root), "\n"), "\n") {
+			out.note("    " + l)
+		}
+	})
+	return func() {
+		if !timer.Stop() {
+			<-done
+		}
 	}
 }
 
@@ -355,6 +385,13 @@ func (l *lineLogger) line(s string) {
 		}
 	}
 	l.t.Log(s)
+}
+
+// note logs one line of the test's own, between the guest's lines.
+func (l *lineLogger) note(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.line(s)
 }
 
 func newLineLogger(t *testing.T) *lineLogger { return &lineLogger{t: t} }
