@@ -44,12 +44,21 @@
 //     retransmits there.
 //   - R7: a handler's error or panic becomes a SYSTEM_ERR reply and a log
 //     line; the connection and the server go on.
+//   - R8: at most MaxReadBytes of request records are read and not yet
+//     handled, over all connections; a record's first fragment waits,
+//     unread, until handlers free enough (its later fragments do not wait,
+//     so a record under way always completes). A record larger than the
+//     whole budget is read when nothing else is charged.
 //
 // # Caveats
 //
-// Memory per connection is bounded by MaxInFlight times MaxRecord (about
-// 272 MiB at the defaults, reached only by 256 outstanding 1 MiB writes),
-// plus as many replies; the number of connections is not bounded. A handler
+// Request memory is bounded by MaxReadBytes (16 MiB), plus, per
+// connection, one record under way (MaxRecord) and up to MaxInFlight
+// replies; the number of connections is not bounded. Without R8 it was
+// MaxInFlight times MaxRecord per connection (272 MiB): 1 MiB writes
+// waiting for room in the store's log held that much, and a loopback
+// client (a hypervisor mounting its own datastore) had the same data in
+// its page cache as well. A handler
 // that never returns holds its worker and blocks Shutdown until its context
 // expires. The DRC lives in memory: a retransmission after a restart runs
 // again. Refused NFS clients keep their connection and get AUTH_TOOWEAK on

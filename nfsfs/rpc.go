@@ -224,6 +224,13 @@ type ServerOptions struct {
 	// and not yet answered; at the cap the connection is not read
 	// (backpressure). Default 256: ESXi keeps hundreds outstanding.
 	MaxInFlight int
+	// MaxReadBytes bounds the bytes of request records read and not yet
+	// handled, over all connections (R8); at the cap no connection reads
+	// a new record until a handler is done with one. Default 16 MiB:
+	// enough to keep every worker busy with 256 KiB writes, and what
+	// keeps a stream of 1 MiB writes, each waiting for room in the
+	// store's log, from holding hundreds of MiB of request buffers.
+	MaxReadBytes int
 	// IdleTimeout closes a connection with no calls outstanding and no
 	// bytes sent either way for that long. Default 5 min; negative
 	// disables it.
@@ -246,6 +253,7 @@ const (
 	DefaultMaxRecord    = 1<<20 + 64<<10
 	DefaultWorkers      = 64
 	DefaultMaxInFlight  = 256
+	DefaultMaxReadBytes = 16 << 20
 	DefaultIdleTimeout  = 5 * time.Minute
 	DefaultWriteTimeout = 30 * time.Second
 	// maxFragment is what record marking can express.
@@ -273,6 +281,7 @@ type Server struct {
 	ctx    context.Context // handlers' context; cancelled by a forced shutdown
 	cancel context.CancelFunc
 	kill   chan struct{} // closed by a forced shutdown: stop waiting for anything
+	reads  readBudget    // request bytes read and not yet handled (R8)
 
 	regMu    sync.Mutex     // serializes Register
 	connWG   sync.WaitGroup // connections being served
@@ -299,6 +308,9 @@ func NewServer(o ServerOptions) *Server {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
 	}
+	if o.MaxReadBytes <= 0 {
+		o.MaxReadBytes = DefaultMaxReadBytes
+	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
@@ -321,6 +333,7 @@ func NewServer(o ServerOptions) *Server {
 		ctx:       ctx,
 		cancel:    cancel,
 		kill:      make(chan struct{}),
+		reads:     readBudget{max: int64(o.MaxReadBytes)},
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 	}
@@ -613,19 +626,19 @@ func (c *conn) readLoop() bool {
 		select {
 		case c.inflight <- struct{}{}:
 		case <-s.kill:
-			putRecord(rec)
+			s.freeRecord(rec)
 			return false
 		}
 		if c.isClosing() {
 			<-c.inflight
-			putRecord(rec)
+			s.freeRecord(rec)
 			return true
 		}
 		c.calls.Add(1)
 		if !s.dispatch(job{c, rec}) {
 			c.calls.Done()
 			<-c.inflight
-			putRecord(rec)
+			s.freeRecord(rec)
 			return false
 		}
 	}
@@ -684,18 +697,25 @@ func (c *conn) stopReading() {
 
 var errIdle = errors.New("nfsfs: rpc connection idle")
 
-// readRecord reads one record, all its fragments, into a pooled buffer.
+// readRecord reads one record, all its fragments, into a pooled buffer,
+// charging its bytes to the server's read budget first (R8): a record
+// whose first fragment is over the budget waits, unread, in the socket.
 func (c *conn) readRecord() (*record, error) {
 	var rec *record
+	charged := 0
+	fail := func(err error) (*record, error) {
+		if rec != nil {
+			putRecord(rec)
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+		}
+		c.s.reads.release(charged)
+		return nil, err
+	}
 	for {
 		if err := c.readFull(c.hdr[:]); err != nil {
-			if rec != nil {
-				putRecord(rec)
-				if errors.Is(err, io.EOF) {
-					err = io.ErrUnexpectedEOF
-				}
-			}
-			return nil, err
+			return fail(err)
 		}
 		mark := binary.BigEndian.Uint32(c.hdr[:])
 		n := int(mark &^ lastFragment)
@@ -704,27 +724,96 @@ func (c *conn) readRecord() (*record, error) {
 			have = len(rec.b)
 		}
 		if n > c.s.opts.MaxRecord-have {
-			if rec != nil {
-				putRecord(rec)
-			}
-			return nil, fmt.Errorf("%w: fragment of %d bytes after %d", errRecordTooLarge, n, have)
+			return fail(fmt.Errorf("%w: fragment of %d bytes after %d", errRecordTooLarge, n, have))
 		}
+		// Only a record's first fragment waits for the budget: a
+		// record under way could otherwise wait for itself, or for
+		// another connection's, which waits for it.
+		if rec == nil {
+			if err := c.s.reads.acquire(n, c.s.kill); err != nil {
+				return fail(err)
+			}
+		} else {
+			c.s.reads.force(n)
+		}
+		charged += n
 		if rec == nil {
 			rec = getRecord(n)
 		} else {
 			rec.grow(n)
 		}
 		if err := c.readFull(rec.b[have : have+n]); err != nil {
-			putRecord(rec)
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
+			return fail(err)
 		}
 		if mark&lastFragment != 0 {
+			rec.charged = charged
 			return rec, nil
 		}
 	}
+}
+
+// freeRecord returns a record read by readRecord: its bytes to the read
+// budget, its buffer to the pool.
+func (s *Server) freeRecord(rec *record) {
+	s.reads.release(rec.charged)
+	rec.charged = 0
+	putRecord(rec)
+}
+
+// readBudget counts the request bytes read and not yet handled, over all
+// connections (R8).
+type readBudget struct {
+	mu   sync.Mutex
+	used int64
+	max  int64
+	wake chan struct{} // closed by release; nil when no one waits
+}
+
+var errShutdown = errors.New("nfsfs: server shut down")
+
+// acquire charges n bytes, waiting while the budget is spent. A record
+// larger than the whole budget is let through when nothing else is
+// charged, so that it cannot wait forever. It fails only when kill is
+// closed.
+func (b *readBudget) acquire(n int, kill <-chan struct{}) error {
+	for {
+		b.mu.Lock()
+		if b.used == 0 || b.used+int64(n) <= b.max {
+			b.used += int64(n)
+			b.mu.Unlock()
+			return nil
+		}
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-kill:
+			return errShutdown
+		}
+	}
+}
+
+// force charges n bytes without waiting.
+func (b *readBudget) force(n int) {
+	b.mu.Lock()
+	b.used += int64(n)
+	b.mu.Unlock()
+}
+
+func (b *readBudget) release(n int) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= int64(n)
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
+	b.mu.Unlock()
 }
 
 // readFull fills p, riding out read deadlines while the connection is not
@@ -801,7 +890,7 @@ func (c *conn) handle(rec *record) {
 	cached, send := s.process(s.ctx, rec.b, c.remote, c.local, cs, &r.w, &c.machine)
 	cs.reset()
 	callPool.Put(cs)
-	putRecord(rec)
+	s.freeRecord(rec)
 	if !send {
 		putReply(r)
 		<-c.inflight
@@ -920,8 +1009,9 @@ func putReply(r *reply) {
 // record is a request record's bytes. Buffers come from pools by power of
 // two sizes, so a stream of 4 KiB writes does not hold 1 MiB buffers.
 type record struct {
-	b     []byte
-	class int
+	b       []byte
+	class   int
+	charged int // bytes charged to the read budget (readRecord)
 }
 
 const (
@@ -960,9 +1050,8 @@ func (r *record) grow(n int) {
 	}
 	nr := getRecord(have + n)
 	copy(nr.b, r.b)
-	old := *r
-	*r = *nr
-	*nr = old
+	r.b, nr.b = nr.b, r.b
+	r.class, nr.class = nr.class, r.class
 	putRecord(nr)
 }
 

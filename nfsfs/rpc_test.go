@@ -632,6 +632,66 @@ func TestInFlightCap(t *testing.T) {
 	}
 }
 
+// TestReadBudget: over two connections, no more request bytes are read and
+// held than MaxReadBytes (R8), so at most three 256 KiB calls run at once
+// although the worker pool and the in-flight caps would allow 32; and a
+// record larger than the whole budget still gets through.
+func TestReadBudget(t *testing.T) {
+	pad := opaqueArgs(make([]byte, 256<<10))
+	one := len(callBody(0, testProgNum, 1, procConc, nil, append(u32Args(20), pad...)))
+	env := startServer(t, ServerOptions{MaxInFlight: 16, Workers: 64, MaxReadBytes: 3 * one, MaxRecord: 8 << 20})
+	var wg sync.WaitGroup
+	for conn := range 2 {
+		rc := env.raw(t)
+		var all []byte
+		for i := range 16 {
+			body := callBody(uint32(conn<<8|i), testProgNum, 1, procConc, nil, append(u32Args(20), pad...))
+			all = binary.BigEndian.AppendUint32(all, lastFragment|uint32(len(body)))
+			all = append(all, body...)
+		}
+		wg.Go(func() {
+			if _, err := rc.nc.Write(all); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Go(func() {
+			for range 16 {
+				rec := rc.recv()
+				if _, err := parseReply(binary.BigEndian.Uint32(rec), rec); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if m := env.prog.maxRun.Load(); m != 3 {
+		t.Fatalf("at most %d 256 KiB calls ran at once, want exactly the 3 that the read budget holds", m)
+	}
+	env.srv.reads.mu.Lock()
+	used := env.srv.reads.used
+	env.srv.reads.mu.Unlock()
+	if used != 0 {
+		t.Fatalf("%d bytes still charged to the read budget after every call was answered", used)
+	}
+
+	// A record larger than the whole budget, in two fragments.
+	big := callBody(99, testProgNum, 1, procConc, nil, append(u32Args(1), opaqueArgs(make([]byte, 4*one))...))
+	rc := env.raw(t)
+	half := len(big) / 2
+	var rec []byte
+	rec = binary.BigEndian.AppendUint32(rec, uint32(half))
+	rec = append(rec, big[:half]...)
+	rec = binary.BigEndian.AppendUint32(rec, lastFragment|uint32(len(big)-half))
+	rec = append(rec, big[half:]...)
+	if _, err := rc.nc.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	got := rc.recv()
+	if _, err := parseReply(99, got); err != nil {
+		t.Fatalf("the record larger than the read budget: %v", err)
+	}
+}
+
 func TestWorkerPoolBound(t *testing.T) {
 	env := startServer(t, ServerOptions{MaxInFlight: 32, Workers: 4})
 	ctx := ctx10s(t)
