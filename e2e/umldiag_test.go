@@ -102,6 +102,7 @@ func diagnoseGuest(root int) string {
 		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
 		fmt.Fprintf(&b, "  %d %s state=%s ticks=%d wchan=%s\n", pid, p.comm, p.state, p.ticks-before[pid].ticks, wchan)
 	}
+	b.WriteString(hostMemory(after))
 	sock := mconsoleSocket(after)
 	if sock == "" {
 		b.WriteString("no mconsole socket found under ~/.uml for these processes\n")
@@ -276,6 +277,7 @@ func TestHostDiagnostics(t *testing.T) {
 	t.Logf("diagnosis:\n%s", got)
 	for _, want := range []string{
 		"linux.uml state=",   // the host's view of the guest's processes
+		"guest memory file",  // where UML keeps the guest's memory
 		"Mem-Info",           // sysrq m through the mconsole
 		"Show Blocked State", // sysrq w
 	} {
@@ -283,4 +285,48 @@ func TestHostDiagnostics(t *testing.T) {
 			t.Errorf("the diagnosis lacks %q", want)
 		}
 	}
+}
+
+// hostMemory reports the host's available memory and where the guest's
+// memory lives: UML maps it from a deleted temporary file ($TMPDIR,
+// /dev/shm or /tmp), and a guest whose memory file sits on a disk, or on a
+// nearly full tmpfs, behaves differently from one in RAM.
+func hostMemory(procs map[int]umlProc) string {
+	var b strings.Builder
+	if mi, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(mi), "\n") {
+			if strings.HasPrefix(l, "MemAvailable:") || strings.HasPrefix(l, "Dirty:") || strings.HasPrefix(l, "Shmem:") {
+				fmt.Fprintf(&b, "host %s\n", strings.Join(strings.Fields(l), " "))
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for pid, p := range procs {
+		if p.comm != "linux.uml" {
+			continue
+		}
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(maps), "\n") {
+			if !strings.HasSuffix(l, "(deleted)") {
+				continue
+			}
+			f := strings.Fields(l)
+			if len(f) < 7 || seen[f[5]] {
+				continue
+			}
+			seen[f[5]] = true
+			dir := filepath.Dir(f[5])
+			var st syscall.Statfs_t
+			if err := syscall.Statfs(dir, &st); err == nil {
+				fmt.Fprintf(&b, "guest memory file %s (%s: type %#x, %d MiB free of %d)\n", f[5], dir, st.Type,
+					st.Bavail*uint64(st.Bsize)>>20, st.Blocks*uint64(st.Bsize)>>20)
+			} else {
+				fmt.Fprintf(&b, "guest memory file %s\n", f[5])
+			}
+		}
+	}
+	return b.String()
 }
