@@ -310,7 +310,7 @@ func (h *harness) hostWatchdog(sc scenario, root int, out *lineLogger) (stop fun
 	timer := time.AfterFunc(after, func() {
 		defer close(done)
 		out.note(fmt.Sprintf("HOST WATCHDOG: %s still runs %s after it started; what the host sees of the guest:", sc.name, after))
-		for _, l := range strings.Split(strings.TrimRight(diagnoseGuest(root), "\n"), "\n") {
+		for _, l := range strings.Split(strings.TrimRight(h.diagnoseGuest(root), "\n"), "\n") {
 			out.note("    " + l)
 		}
 	})

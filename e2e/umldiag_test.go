@@ -26,6 +26,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,11 +83,11 @@ func treeProcs(root int) map[int]umlProc {
 	return procs
 }
 
-// diagnoseGuest reports, for the guest started by process root,
-// which of its host processes used CPU over two seconds, and what its
-// kernel says to the mconsole requests "sysrq m" (memory) and "sysrq w"
-// (blocked tasks, with their kernel stacks).
-func diagnoseGuest(root int) string {
+// diagnoseGuest reports, for the guest started by process root: which of
+// its host processes used CPU over two seconds; where its kernel is, three
+// times (kernelStacks); and what the kernel says to the mconsole requests
+// "sysrq m" (memory) and "sysrq w" (blocked tasks, with their stacks).
+func (h *harness) diagnoseGuest(root int) string {
 	var b strings.Builder
 	before := treeProcs(root)
 	time.Sleep(2 * time.Second)
@@ -103,15 +104,17 @@ func diagnoseGuest(root int) string {
 		fmt.Fprintf(&b, "  %d %s state=%s ticks=%d wchan=%s\n", pid, p.comm, p.state, p.ticks-before[pid].ticks, wchan)
 	}
 	b.WriteString(hostMemory(after))
-	sock := mconsoleSocket(after)
+	sock, kernel := mconsoleSocket(after)
 	if sock == "" {
 		b.WriteString("no mconsole socket found under ~/.uml for these processes\n")
 		return b.String()
 	}
+	b.WriteString(h.kernelStacks(kernel))
 	// "sysrq 8" first: the dumps print at KERN_INFO, below the quiet
 	// guest's console level, and a console (the mconsole's too) shows
 	// only what is above its level. Not "sysrq t" (every task): this
-	// kernel panics walking an idle kernel thread's stack.
+	// kernel panics walking an idle kernel thread's stack; nor "sysrq p",
+	// which in UML shows no stack.
 	for _, req := range []string{"sysrq 8", "sysrq m", "sysrq w"} {
 		out, err := mconsole(sock, req, 10*time.Second)
 		fmt.Fprintf(&b, "mconsole %q:\n", req)
@@ -132,11 +135,11 @@ func diagnoseGuest(root int) string {
 }
 
 // mconsoleSocket finds the mconsole of the guest whose kernel is one of
-// procs: UML writes its host pid to ~/.uml/UMID/pid.
-func mconsoleSocket(procs map[int]umlProc) string {
+// procs, and the kernel's host pid, which UML writes to ~/.uml/UMID/pid.
+func mconsoleSocket(procs map[int]umlProc) (sock string, kernel int) {
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return ""
+		return "", 0
 	}
 	dirs, _ := filepath.Glob(filepath.Join(home, ".uml", "*"))
 	for _, d := range dirs {
@@ -149,10 +152,10 @@ func mconsoleSocket(procs map[int]umlProc) string {
 			continue
 		}
 		if _, ok := procs[pid]; ok {
-			return filepath.Join(d, "mconsole")
+			return filepath.Join(d, "mconsole"), pid
 		}
 	}
-	return ""
+	return "", 0
 }
 
 // mconsole sends one request to a UML management console and returns the
@@ -228,6 +231,7 @@ func TestHostDiagnostics(t *testing.T) {
 		t.Skip("-short: boots a User-Mode Linux guest")
 	}
 	h := setup(t)
+	h.ensureTool(t, "gdb")
 	script := filepath.Join(filepath.Dir(h.dstore), "idle.sh")
 	if err := os.WriteFile(script, []byte("echo idle-guest-ready\necho run prints a line once the next one comes\nexec sleep 120\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -273,13 +277,14 @@ func TestHostDiagnostics(t *testing.T) {
 		t.Fatal("the guest did not start within 3 minutes")
 	}
 	time.Sleep(time.Second) // let the script exec sleep
-	got := diagnoseGuest(cmd.Process.Pid)
+	got := h.diagnoseGuest(cmd.Process.Pid)
 	t.Logf("diagnosis:\n%s", got)
 	for _, want := range []string{
 		"linux.uml state=",   // the host's view of the guest's processes
 		"guest memory file",  // where UML keeps the guest's memory
 		"Mem-Info",           // sysrq m through the mconsole
 		"Show Blocked State", // sysrq w
+		"cpu_startup_entry",  // the idle kernel's stack, from gdb, named from kallsyms
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the diagnosis lacks %q", want)
@@ -329,4 +334,135 @@ func hostMemory(procs map[int]umlProc) string {
 		}
 	}
 	return b.String()
+}
+
+// kernelStacks samples, three times, where the guest's kernel is: a UML
+// kernel is the host process pid, and its host stack is the stack of the
+// guest's running kernel context, so gdb's backtrace of it, with the
+// addresses named from the guest's /proc/kallsyms (umlKallsyms), is a
+// guest kernel backtrace. A frozen guest has been seen with its kernel at
+// 100% of a host CPU, every guest process stopped and none blocked: this
+// says where it spins.
+func (h *harness) kernelStacks(pid int) string {
+	gdb, err := exec.LookPath("gdb")
+	if err != nil {
+		return "no gdb on this host: no kernel stacks (apt-get install gdb)\n"
+	}
+	var b strings.Builder
+	syms, serr := h.umlKallsyms()
+	if serr != nil {
+		fmt.Fprintf(&b, "guest kernel symbols: %v\n", serr)
+	}
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(300 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, gdb, "-nx", "-batch", "-p", strconv.Itoa(pid), "-ex", "bt 40").CombinedOutput()
+		cancel()
+		fmt.Fprintf(&b, "guest kernel stack, sample %d (gdb on host pid %d):\n", i+1, pid)
+		n := 0
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(l, "#") {
+				continue
+			}
+			n++
+			f := strings.Fields(l)
+			if len(f) >= 2 && strings.HasPrefix(f[1], "0x") {
+				if a, err := strconv.ParseUint(f[1][2:], 16, 64); err == nil {
+					if name := syms.name(a); name != "" {
+						l += "  " + name
+					}
+				}
+			}
+			b.WriteString("  " + l + "\n")
+		}
+		if n == 0 {
+			fmt.Fprintf(&b, "  (no backtrace: %v)\n%s\n", err, out)
+		}
+	}
+	return b.String()
+}
+
+// kallsyms is a guest kernel's text symbols, by address.
+type kallsyms struct {
+	addrs []uint64
+	names []string
+}
+
+// name is "symbol+0xoffset" for a text address, or "".
+func (k *kallsyms) name(a uint64) string {
+	if k == nil || len(k.addrs) == 0 || a < k.addrs[0] {
+		return ""
+	}
+	i := sort.Search(len(k.addrs), func(i int) bool { return k.addrs[i] > a }) - 1
+	if i == len(k.addrs)-1 && a-k.addrs[i] > 1<<20 {
+		return ""
+	}
+	return fmt.Sprintf("%s+%#x", k.names[i], a-k.addrs[i])
+}
+
+var (
+	kallsymsOnce sync.Once
+	kallsymsVal  *kallsyms
+	kallsymsErr  error
+)
+
+// umlKallsyms reads /proc/kallsyms in a guest of its own (the UML kernel
+// is not position independent, so every guest has the same addresses),
+// once per test run.
+func (h *harness) umlKallsyms() (*kallsyms, error) {
+	kallsymsOnce.Do(func() {
+		dir, err := os.MkdirTemp(filepath.Join(h.root, "bin"), "kallsyms-")
+		if err != nil {
+			kallsymsErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, "kallsyms")
+		script := filepath.Join(dir, "kallsyms.sh")
+		if err := os.WriteFile(script, []byte("cat /proc/kallsyms >"+out+"\n"), 0o755); err != nil {
+			kallsymsErr = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if msg, err := exec.CommandContext(ctx, filepath.Join(h.umlnfs, "run"), "-m", "128M", "-t", "60", script).CombinedOutput(); err != nil {
+			kallsymsErr = fmt.Errorf("a guest to read /proc/kallsyms: %v: %s", err, msg)
+			return
+		}
+		raw, err := os.ReadFile(out)
+		if err != nil {
+			kallsymsErr = err
+			return
+		}
+		type sym struct {
+			a    uint64
+			name string
+		}
+		var all []sym
+		for _, l := range strings.Split(string(raw), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 3 || (f[1] != "t" && f[1] != "T") {
+				continue
+			}
+			a, err := strconv.ParseUint(f[0], 16, 64)
+			if err != nil || a == 0 {
+				continue
+			}
+			all = append(all, sym{a, f[2]})
+		}
+		if len(all) == 0 {
+			kallsymsErr = errors.New("the guest's /proc/kallsyms has no text symbols")
+			return
+		}
+		sort.Slice(all, func(i, j int) bool { return all[i].a < all[j].a })
+		k := &kallsyms{}
+		for _, s := range all {
+			k.addrs = append(k.addrs, s.a)
+			k.names = append(k.names, s.name)
+		}
+		kallsymsVal = k
+	})
+	return kallsymsVal, kallsymsErr
 }
