@@ -276,7 +276,11 @@ func (h *harness) run(t *testing.T, sc scenario, why *string) {
 	err := cmd.Start()
 	if err == nil {
 		stop := h.hostWatchdog(sc, cmd.Process.Pid, out)
+		stopKicks := h.kickLostTimers(sc, cmd.Process.Pid, out)
 		err = cmd.Wait()
+		if n := stopKicks(); n > 0 {
+			t.Logf("%s: the host delivered %d timer signal(s) its guest kernel had lost (a User-Mode Linux bug, not the server's)", sc.name, n)
+		}
 		stop()
 	}
 	out.Flush()
@@ -367,7 +371,15 @@ type lineLogger struct {
 	t    *testing.T
 	mu   sync.Mutex
 	buf  []byte
-	fail string // the first line with "FAIL" or "WATCHDOG"
+	fail string    // the first line with "FAIL" or "WATCHDOG"
+	last time.Time // when the guest last printed a line
+}
+
+// quiet is how long the guest has printed nothing.
+func (l *lineLogger) quiet() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Since(l.last)
 }
 
 // failure is the first line that said why the scenario failed, if any.
@@ -394,7 +406,7 @@ func (l *lineLogger) note(s string) {
 	l.line(s)
 }
 
-func newLineLogger(t *testing.T) *lineLogger { return &lineLogger{t: t} }
+func newLineLogger(t *testing.T) *lineLogger { return &lineLogger{t: t, last: time.Now()} }
 
 func (l *lineLogger) Write(p []byte) (int, error) {
 	l.mu.Lock()
@@ -407,6 +419,7 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 		}
 		l.line(strings.TrimRight(string(l.buf[:i]), "\r"))
 		l.buf = l.buf[i+1:]
+		l.last = time.Now()
 	}
 	return len(p), nil
 }
