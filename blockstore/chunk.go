@@ -100,6 +100,7 @@ type sealer struct {
 
 	fp      *fphash.Hasher // keyed BLAKE3-256 of one block or of many
 	scratch sync.Pool      // *[]byte of cap sealCap: seal's work area, open's decryption output
+	areas   sync.Pool      // *[]byte of cap sealManyMax*sealCap: sealMany's work area
 }
 
 func newSealer(cfg sealerConfig) (*sealer, error) {
@@ -274,6 +275,45 @@ func (s *sealer) seal(dst []byte, fp Fingerprint, block []byte) (codec uint8, ou
 	dst = append(dst, sealed...)
 	s.scratch.Put(sp)
 	return codec, dst
+}
+
+// sealManyMax is how many blocks sealMany seals into one work area (and
+// keeps in one allocation).
+const sealManyMax = 256
+
+// sealMany seals blocks[i] (fingerprint fps[i]) for every i, setting
+// codecs[i] and out[i]. The results share allocations of their exact total
+// size, one per sealManyMax blocks, instead of one each: they are sealed
+// side by side into a pooled work area with room for the worst case, then
+// copied out once, which seal does too.
+func (s *sealer) sealMany(blocks [][]byte, fps []Fingerprint, codecs []uint8, out [][]byte) {
+	for len(blocks) > 0 {
+		k := min(len(blocks), sealManyMax)
+		ap, _ := s.areas.Get().(*[]byte)
+		if ap == nil {
+			ap = new([]byte)
+		}
+		need := k * s.sealCap
+		if cap(*ap) < need {
+			*ap = make([]byte, 0, max(need, sealManyMax*s.sealCap))
+		}
+		area := (*ap)[:0]
+		var ends [sealManyMax]int
+		for i := range k {
+			codecs[i], area = s.seal(area, fps[i], blocks[i])
+			ends[i] = len(area)
+		}
+		keep := make([]byte, len(area))
+		copy(keep, area)
+		start := 0
+		for i := range k {
+			out[i] = keep[start:ends[i]:ends[i]]
+			start = ends[i]
+		}
+		*ap = area[:0]
+		s.areas.Put(ap)
+		blocks, fps, codecs, out = blocks[k:], fps[k:], codecs[k:], out[k:]
+	}
 }
 
 // sealInPlace is seal for a dst with at least sealCap spare capacity.

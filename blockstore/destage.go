@@ -2,10 +2,12 @@ package blockstore
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -204,15 +206,18 @@ func (s *Store) destage() error {
 						}
 						continue
 					}
-					s.touchedTx(tx, 1)
-					if k, v := idx.Seek(op.fp[:]); bytes.Equal(k, op.fp[:]) && len(v) == 8 &&
-						!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
-						id := binary.LittleEndian.Uint64(v)
-						if s.gcMark != nil {
-							s.gcMark.set(id)
+					// The filter rules out most new data without a search.
+					if !s.fpf.absent(&op.fp) {
+						s.touchedTx(tx, 1)
+						if k, v := idx.Seek(op.fp[:]); bytes.Equal(k, op.fp[:]) && len(v) == 8 &&
+							!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
+							id := binary.LittleEndian.Uint64(v)
+							if s.gcMark != nil {
+								s.gcMark.set(id)
+							}
+							known[op.fp] = id
+							continue
 						}
-						known[op.fp] = id
-						continue
 					}
 				}
 				c := &newChunk{id: nextChunk, fp: op.fp, codec: op.codec, sealed: op.sealed, layer: q.d.layer, blk: op.blk}
@@ -228,11 +233,8 @@ func (s *Store) destage() error {
 	}
 	// Blocks of one layer written together stay together, in block order,
 	// so a sequential read of a volume reads its packs sequentially.
-	sort.SliceStable(chunks, func(i, j int) bool {
-		if chunks[i].layer != chunks[j].layer {
-			return chunks[i].layer < chunks[j].layer
-		}
-		return chunks[i].blk < chunks[j].blk
+	slices.SortStableFunc(chunks, func(a, b *newChunk) int {
+		return cmp.Or(cmp.Compare(a.layer, b.layer), cmp.Compare(a.blk, b.blk))
 	})
 	packSizes, closedPacks, err := s.writeChunks(chunks)
 	if err != nil {
@@ -555,6 +557,11 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 	byFP := append([]*newChunk(nil), chunks...)
 	sort.Slice(byFP, func(i, j int) bool { return bytes.Compare(byFP[i].fp[:], byFP[j].fp[:]) < 0 })
 	for _, c := range byFP {
+		// Into the filter before the chunk leaves fpPending (fpfilter.go);
+		// if this transaction fails, the bit is only a false positive.
+		if s.fpf != nil {
+			s.fpf.add(&c.fp)
+		}
 		if front != nil {
 			front.putIndex(c.fp, c.id)
 			continue

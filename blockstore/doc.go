@@ -17,7 +17,10 @@
 //   - Index and its front: the bbolt bucket fingerprint -> chunk ID that
 //     dedupe looks up, and fpCache, a fixed 64 Ki-entry cache of entries
 //     recently found there (missing entries allowed, wrong ones never: GC
-//     drops what it deletes).
+//     drops what it deletes); and fpFilter, a fixed-size Bloom filter of
+//     the index's fingerprints, so a write of new data skips the index
+//     lookup (false positives allowed, false negatives never: destage adds
+//     what it commits before the chunk leaves the pending map).
 //   - Chunk: one stored, sealed block: compressed (or raw when that does not
 //     pay), optionally encrypted, identified by a chunk ID that never changes
 //     and is never reused, located in a pack.

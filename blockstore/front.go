@@ -25,9 +25,10 @@ package blockstore
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
-	"sort"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -132,12 +133,14 @@ type frontEnts struct {
 type frontMap struct {
 	key [24]byte
 	del bool
+	seq uint32 // position in the journal: the later entry for a key wins
 	id  uint64
 }
 
 type frontIdx struct {
-	fp Fingerprint
-	id uint64
+	fp  Fingerprint
+	seq uint32
+	id  uint64
 }
 
 // readFront decodes every journal value.
@@ -151,12 +154,12 @@ func readFront(tx *bolt.Tx) (*frontEnts, error) {
 		f.recs++
 		err := decodeFront(v,
 			func(key []byte, del bool, id uint64) {
-				e := frontMap{del: del, id: id}
+				e := frontMap{del: del, id: id, seq: uint32(len(f.maps))}
 				copy(e.key[:], key)
 				f.maps = append(f.maps, e)
 			},
 			func(fp []byte, id uint64) {
-				e := frontIdx{id: id}
+				e := frontIdx{id: id, seq: uint32(len(f.idx))}
 				copy(e.fp[:], fp)
 				f.idx = append(f.idx, e)
 			})
@@ -168,10 +171,16 @@ func readFront(tx *bolt.Tx) (*frontEnts, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Values come in log order and entries within one in order: a stable
-	// sort keeps the later of two entries for a key after the earlier.
-	sort.SliceStable(f.maps, func(i, j int) bool { return bytes.Compare(f.maps[i].key[:], f.maps[j].key[:]) < 0 })
-	sort.SliceStable(f.idx, func(i, j int) bool { return bytes.Compare(f.idx[i].fp[:], f.idx[j].fp[:]) < 0 })
+	// Values come in log order and entries within one in order, so the
+	// position (seq) orders two entries for a key: sorted by key, then
+	// position, the later entry comes after the earlier (as a stable sort
+	// would leave them, without its cost).
+	slices.SortFunc(f.maps, func(a, b frontMap) int {
+		return cmp.Or(bytes.Compare(a.key[:], b.key[:]), cmp.Compare(a.seq, b.seq))
+	})
+	slices.SortFunc(f.idx, func(a, b frontIdx) int {
+		return cmp.Or(bytes.Compare(a.fp[:], b.fp[:]), cmp.Compare(a.seq, b.seq))
+	})
 	maps := f.maps[:0]
 	for i, e := range f.maps {
 		if i+1 < len(f.maps) && f.maps[i+1].key == e.key {

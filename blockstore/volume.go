@@ -620,13 +620,25 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 			}
 		}
 		lookups = rest
+		// The filter rules out most new data without a bbolt search.
+		searched := 0
+		for _, i := range lookups {
+			if s.fpf.absent(&ops[i].fp) {
+				miss[i] = true
+			} else {
+				searched++
+			}
+		}
 		var err error
-		if len(lookups) > 0 {
+		if searched > 0 {
 			err = s.db.View(func(tx *bolt.Tx) error {
 				// One cursor for all lookups: Bucket.Get would build a new
 				// one (and allocate its stack) per block.
 				cur := tx.Bucket(bIndex).Cursor()
 				for _, i := range lookups {
+					if miss[i] {
+						continue // ruled out by the filter
+					}
 					if k, v := cur.Seek(ops[i].fp[:]); k != nil && bytes.Equal(k, ops[i].fp[:]) && len(v) == 8 &&
 						!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
 						ops[i].kind = kindRef
@@ -638,7 +650,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 						miss[i] = true
 					}
 				}
-				s.touchedTx(tx, len(lookups))
+				s.touchedTx(tx, searched)
 				return nil
 			})
 		}
@@ -653,9 +665,23 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 				s.gcMark.set(id)
 			}
 		}
+		// The misses are sealed side by side into shared allocations.
+		var (
+			blocks [][]byte
+			mfps   []Fingerprint
+			idx    []int
+		)
 		for _, i := range lookups {
 			if miss[i] {
-				ops[i].codec, ops[i].sealed = s.seal.seal(nil, ops[i].fp, ops[i].sealed)
+				blocks, mfps, idx = append(blocks, ops[i].sealed), append(mfps, ops[i].fp), append(idx, i)
+			}
+		}
+		if len(idx) > 0 {
+			codecs := make([]uint8, len(idx))
+			sealed := make([][]byte, len(idx))
+			s.seal.sealMany(blocks, mfps, codecs, sealed)
+			for j, i := range idx {
+				ops[i].codec, ops[i].sealed = codecs[j], sealed[j]
 			}
 		}
 	})

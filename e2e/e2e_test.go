@@ -19,6 +19,12 @@
 //	DSTORE_E2E_RACE=1  build the server with -race
 //	DSTORE_E2E_PARALLEL=N  guests at a time (default 2; 1 = one after another)
 //
+// A guest still running 25 s before its limit is diagnosed from the host
+// (umldiag_test.go: its processes' CPU, its kernel's stack through gdb,
+// memory and blocked tasks through UML's mconsole), and a guest kernel
+// found spinning in its idle loop after losing its timer signal (a
+// User-Mode Linux bug) gets the signal delivered (kickLostTimers).
+//
 // A scenario can also be run by hand from the repository root:
 //
 //	make build && ../shared/uml-nfs/run -d 1G e2e/scripts/ops.sh bin/dstore

@@ -1,0 +1,134 @@
+package blockstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// fpFilter is a Bloom filter over the fingerprints the index holds: a
+// fingerprint it rules out is not in the index, so a write of new data
+// skips the bbolt lookup (a read transaction and a B+tree search per write
+// for random 4 KiB writes, a random leaf page per block for a stream of
+// new data). It never rules out a fingerprint that is in the index, and
+// says "maybe" for about 2% of the others while it holds fewer than
+// FilterBytes*8/10 fingerprints (6.7 million at the default 8 MiB); past
+// that more lookups go to bbolt, as they all did without it. Its size is
+// fixed: memory does not grow with the datastore.
+//
+// Fingerprints are added when destage commits them to the index or to the
+// front (applyBatch), before the chunk leaves fpPending, so a write that
+// no longer finds a chunk pending finds it through the filter and the
+// index. GC's deletions leave their bits set (false positives only) until
+// the filter is rebuilt, at the next Open. Open builds it in the
+// background from the index; until it is built every lookup goes to bbolt.
+type fpFilter struct {
+	words []atomic.Uint64
+	mask  uint64 // bits - 1; bits is a power of two
+	ready atomic.Bool
+}
+
+// defaultFilterBytes is Options.FilterBytes' default.
+const defaultFilterBytes = 8 << 20
+
+func newFPFilter(bytes int) *fpFilter {
+	bits := uint64(64)
+	for bits*2 <= uint64(bytes)*8 {
+		bits *= 2
+	}
+	return &fpFilter{words: make([]atomic.Uint64, bits/64), mask: bits - 1}
+}
+
+// probes are the filter's three bit positions for fp: a fingerprint is a
+// keyed hash, so its words are independent and evenly spread (the first
+// word picks fpCache slots and is not used here).
+func (f *fpFilter) probes(fp *Fingerprint) [3]uint64 {
+	return [3]uint64{
+		binary.LittleEndian.Uint64(fp[8:]) & f.mask,
+		binary.LittleEndian.Uint64(fp[16:]) & f.mask,
+		binary.LittleEndian.Uint64(fp[24:]) & f.mask,
+	}
+}
+
+func (f *fpFilter) add(fp *Fingerprint) {
+	for _, b := range f.probes(fp) {
+		w := &f.words[b/64]
+		if bit := uint64(1) << (b % 64); w.Load()&bit == 0 {
+			w.Or(bit)
+		}
+	}
+}
+
+// absent reports whether fp is certainly not in the index. It is false
+// until the filter is built.
+func (f *fpFilter) absent(fp *Fingerprint) bool {
+	if f == nil || !f.ready.Load() {
+		return false
+	}
+	for _, b := range f.probes(fp) {
+		if f.words[b/64].Load()&(uint64(1)<<(b%64)) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// build adds every fingerprint of the index, then marks the filter ready.
+// It reads the index in read transactions of filterBuildStep keys, so that
+// it never holds one open for long (a long read transaction keeps bbolt
+// from reusing pages). Chunks indexed meanwhile are added by destage,
+// which adds whatever it commits whether the filter is ready or not. It
+// stops early, leaving the filter unready, when stop is closed.
+func (f *fpFilter) build(db *bolt.DB, stop <-chan struct{}) error {
+	var (
+		fp    Fingerprint
+		after []byte // the last key done
+	)
+	for {
+		select {
+		case <-stop:
+			return errFilterStopped
+		default:
+		}
+		done := false
+		err := db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bIndex).Cursor()
+			k, _ := c.First()
+			if after != nil {
+				k, _ = c.Seek(after)
+				if k != nil && bytes.Equal(k, after) {
+					k, _ = c.Next()
+				}
+			}
+			for n := 0; n < filterBuildStep; n++ {
+				if k == nil {
+					done = true
+					return nil
+				}
+				if len(k) == len(fp) {
+					copy(fp[:], k)
+					f.add(&fp)
+				}
+				after = append(after[:0], k...)
+				k, _ = c.Next()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if done {
+			f.ready.Store(true)
+			return nil
+		}
+	}
+}
+
+// filterBuildStep is how many index keys one read transaction of build
+// reads.
+const filterBuildStep = 64 << 10
+
+var errFilterStopped = errors.New("blockstore: filter build stopped")

@@ -1,0 +1,157 @@
+package blockstore
+
+import (
+	"bytes"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// waitFilter waits until s's index filter is built.
+func waitFilter(t *testing.T, s *Store) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !s.fpf.ready.Load(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the index filter was not built within 10 s")
+		}
+	}
+}
+
+// clearFPCache empties c, as a stream of other data would.
+func clearFPCache(c *fpCache) {
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		sh.slots = [fpCacheSlots]fpSlot{}
+		sh.mu.Unlock()
+	}
+}
+
+// chunkCount counts the chunk table's entries: a block stored twice is two.
+func chunkCount(t *testing.T, s *Store) int {
+	t.Helper()
+	n := 0
+	if err := s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bChunks).Stats().KeyN; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestFPFilter: the filter built at Open holds every fingerprint of the
+// index and rules out nearly all others; chunks destaged after it is built
+// are added, so writing their data again still deduplicates (with the
+// front on and off); and a filter that says nothing keeps the old path.
+func TestFPFilter(t *testing.T) {
+	for _, front := range []int{0, -1} {
+		dir, s, v := frontVolume(t, Options{FrontEntries: front})
+		data := make([]byte, 2<<20)
+		rand.Read(data)
+		if _, err := v.WriteAt(data, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		waitFilter(t, s)
+		chunks := chunkCount(t, s)
+		if chunks != len(data)/s.BlockSize() {
+			t.Fatalf("front %d: %d chunks for %d unique blocks", front, chunks, len(data)/s.BlockSize())
+		}
+		// Destaged after the filter was built: the same data again, at
+		// another offset, must find every chunk, not store it twice. The
+		// index's cache is emptied first, as a stream of other data
+		// would, so the lookups go through the filter.
+		clearFPCache(s.fpc)
+		if _, err := v.WriteAt(data, 8<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if n := chunkCount(t, s); n != chunks {
+			t.Fatalf("front %d: writing the same data again made %d chunks, want %d (the filter lost chunks)", front, n, chunks)
+		}
+		id := v.ID()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		// Built at Open from the index: no false negatives, few positives.
+		s, err := Open(dir, Options{FrontEntries: front, DestageDelay: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		waitFilter(t, s)
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bIndex).ForEach(func(k, _ []byte) error {
+				var fp Fingerprint
+				copy(fp[:], k)
+				if s.fpf.absent(&fp) {
+					t.Fatalf("front %d: the filter rules out %x, which the index holds", front, k)
+				}
+				return nil
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		maybe := 0
+		const tries = 100000
+		for range tries {
+			var fp Fingerprint
+			rand.Read(fp[:])
+			if !s.fpf.absent(&fp) {
+				maybe++
+			}
+		}
+		if maybe > tries/100 {
+			t.Errorf("front %d: the filter says maybe for %d of %d random fingerprints, want under 1%%", front, maybe, tries)
+		}
+		clearFPCache(s.fpc)
+		v2, err := s.OpenVolume(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v2.WriteAt(data, 16<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if n := chunkCount(t, s); n != chunks {
+			t.Fatalf("front %d: after reopening, the same data made %d chunks, want %d", front, n, chunks)
+		}
+		got := make([]byte, len(data))
+		for _, off := range []int64{0, 8 << 20, 16 << 20} {
+			if _, err := v2.ReadAt(got, off); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("front %d: the data at %d reads back wrong", front, off)
+			}
+		}
+	}
+}
+
+// TestFPFilterSizes: the filter's size is the power of two at or below
+// FilterBytes, and a fingerprint added is never ruled out.
+func TestFPFilterSizes(t *testing.T) {
+	for _, n := range []int{1, 8, 1000, 8 << 20, 8<<20 + 5} {
+		f := newFPFilter(n)
+		bits := uint64(len(f.words)) * 64
+		if bits-1 != f.mask || bits&(bits-1) != 0 || (n >= 8 && bits > uint64(n)*8) {
+			t.Fatalf("FilterBytes %d: %d bits, mask %#x", n, bits, f.mask)
+		}
+		f.ready.Store(true)
+		for range 1000 {
+			var fp Fingerprint
+			rand.Read(fp[:])
+			f.add(&fp)
+			if f.absent(&fp) {
+				t.Fatalf("FilterBytes %d: a fingerprint just added is ruled out", n)
+			}
+		}
+	}
+}
