@@ -2,6 +2,7 @@ package blockstore
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -524,5 +525,72 @@ func BenchmarkFingerprint(b *testing.B) {
 				s.fingerprint(blocks[i%len(blocks)])
 			}
 		})
+	}
+}
+
+// TestCompressGuess: a stream of incompressible blocks stops paying for
+// compression attempts (after guessAfter blocks, every guessProbe-th block
+// is still tried), and once its data turns compressible again, fewer than
+// guessProbe blocks are stored raw before compression resumes; a compressible stream is
+// always compressed; every block, skipped or not, opens to its plaintext.
+func TestCompressGuess(t *testing.T) {
+	const n, m = 64, 61 // compressible, then m incompressible, then compressible
+	for _, enc := range []bool{false, true} {
+		s := newTestSealer(t, compressionS2, 4<<10, enc)
+		var g compressGuess
+		blocks := make([][]byte, 0, 2*n+m)
+		for i := range 2*n + m {
+			b := make([]byte, 4<<10)
+			if i >= n && i < n+m {
+				crand.Read(b)
+			} else {
+				for j := range b {
+					b[j] = "compressible text "[(i+j)%18]
+				}
+			}
+			blocks = append(blocks, b)
+		}
+		fps := make([]Fingerprint, len(blocks))
+		for i, b := range blocks {
+			fps[i] = s.fingerprint(b)
+		}
+		codecs := make([]uint8, len(blocks))
+		out := make([][]byte, len(blocks))
+		// One block at a time, as writes come, so each sees the guess
+		// the previous ones left.
+		tried := 0
+		for i := range blocks {
+			if i >= n && i < n+m && g.try() {
+				tried++
+			}
+			s.sealMany(blocks[i:i+1], fps[i:i+1], codecs[i:i+1], out[i:i+1], &g)
+		}
+		raw := func(from, to int) int {
+			k := 0
+			for _, c := range codecs[from:to] {
+				if c&^FlagEncrypted == CodecRaw {
+					k++
+				}
+			}
+			return k
+		}
+		if r := raw(0, n); r != 0 {
+			t.Fatalf("encrypt %v: %d of %d compressible blocks stored raw", enc, r, n)
+		}
+		if r := raw(n, n+m); r != m {
+			t.Fatalf("encrypt %v: %d of %d random blocks stored raw", enc, r, m)
+		}
+		if want := guessAfter + (m-guessAfter)/guessProbe; tried < want || tried > want+1 {
+			t.Fatalf("encrypt %v: %d of %d incompressible blocks tried, want about %d", enc, tried, m, want)
+		}
+		if r := raw(n+m, 2*n+m); r == 0 || r >= guessProbe {
+			t.Fatalf("encrypt %v: %d compressible blocks raw after %d random ones, want 1 to %d", enc, r, m, guessProbe-1)
+		}
+		for i := range blocks {
+			plain, err := s.open(nil, fps[i], codecs[i], out[i])
+			if err != nil || !bytes.Equal(plain, blocks[i]) {
+				t.Fatalf("encrypt %v: block %d does not open to its plaintext: %v", enc, i, err)
+			}
+		}
 	}
 }

@@ -306,6 +306,8 @@ type volState struct {
 	alloc     int64
 	allocAt   int64 // unix ns (coarse clock); 0: not counted
 	allocBusy bool  // a background recount is running
+	// guess: whether this volume's next new block is worth compressing
+	guess compressGuess
 }
 
 // Volume is a handle on a volume. Handles are cheap; several may name the

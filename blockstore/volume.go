@@ -679,7 +679,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		if len(idx) > 0 {
 			codecs := make([]uint8, len(idx))
 			sealed := make([][]byte, len(idx))
-			s.seal.sealMany(blocks, mfps, codecs, sealed)
+			s.seal.sealMany(blocks, mfps, codecs, sealed, &vs.guess)
 			for j, i := range idx {
 				ops[i].codec, ops[i].sealed = codecs[j], sealed[j]
 			}
