@@ -97,6 +97,15 @@ func TestKernelClient(t *testing.T) {
 		t.Skip("-short: the e2e scenarios boot User-Mode Linux guests")
 	}
 	h := setup(t)
+	// gdb lets the host diagnose a frozen guest and heal a lost timer
+	// signal (umldiag_test.go): installed when missing and possible.
+	if _, err := exec.LookPath("gdb"); err != nil {
+		if os.Geteuid() == 0 {
+			h.ensureTool(t, "gdb")
+		} else {
+			t.Log("no gdb, and only root can apt-get install it: a guest kernel that loses its timer signal will not be helped")
+		}
+	}
 	var (
 		mu      sync.Mutex
 		summary []string
