@@ -2,7 +2,8 @@ package e2e
 
 // Host-side diagnostics of a guest that stops answering. The scenario's own
 // watchdog (scripts/common.sh) runs inside the guest, so when the whole
-// guest freezes (every task waiting for memory, say) it prints nothing.
+// guest freezes (its kernel lost its timer signal: kickLostTimers) it
+// prints nothing.
 // Seen from the host, a User-Mode Linux guest is a set of ordinary
 // processes (its kernel, and one host process per guest address space),
 // and its kernel answers on a management socket, the mconsole
