@@ -186,6 +186,10 @@ func (s *Store) remoteLocal(c *chain, blocks []uint64, fps []Fingerprint, idx []
 			cur := tx.Bucket(bIndex).Cursor()
 			for _, i := range look {
 				fp := fps[i]
+				if s.fpf.absent(&fp) {
+					miss = append(miss, i)
+					continue
+				}
 				if k, v := cur.Seek(fp[:]); k != nil && bytes.Equal(k, fp[:]) && len(v) == 8 &&
 					!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
 					ids = append(ids, binary.LittleEndian.Uint64(v))
@@ -377,6 +381,10 @@ func (s *Store) FillRemote(id LayerID, blocks []uint64, data [][]byte) ([]Finger
 			cur := tx.Bucket(bIndex).Cursor()
 			for _, i := range look {
 				fp := ops[i].fp
+				if s.fpf.absent(&fp) {
+					seal = append(seal, i)
+					continue
+				}
 				if k, v := cur.Seek(fp[:]); k != nil && bytes.Equal(k, fp[:]) && len(v) == 8 &&
 					!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
 					ops[i].kind = kindRef
