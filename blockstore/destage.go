@@ -207,7 +207,7 @@ func (s *Store) destage() error {
 						continue
 					}
 					// The filter rules out most new data without a search.
-					if !s.fpf.absent(&op.fp) {
+					if !s.fpf.Load().absent(&op.fp) {
 						s.touchedTx(tx, 1)
 						if k, v := idx.Seek(op.fp[:]); bytes.Equal(k, op.fp[:]) && len(v) == 8 &&
 							!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
@@ -559,9 +559,8 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 	for _, c := range byFP {
 		// Into the filter before the chunk leaves fpPending (fpfilter.go);
 		// if this transaction fails, the bit is only a false positive.
-		if s.fpf != nil {
-			s.fpf.add(&c.fp)
-		}
+		s.fpf.Load().add(&c.fp)
+		s.fpfNext.Load().add(&c.fp) // a rebuild under way (rebuildFilterLocked)
 		if front != nil {
 			front.putIndex(c.fp, c.id)
 			continue

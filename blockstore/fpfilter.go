@@ -23,8 +23,11 @@ import (
 // front (applyBatch), before the chunk leaves fpPending, so a write that
 // no longer finds a chunk pending finds it through the filter and the
 // index. GC's deletions leave their bits set (false positives only) until
-// the filter is rebuilt, at the next Open. Open builds it in the
-// background from the index; until it is built every lookup goes to bbolt.
+// the filter is rebuilt: after every GC that swept chunks, a new filter is
+// built from the index in the background and replaces the old one
+// (rebuildFilterLocked), so the filter follows the live chunks, not every
+// chunk ever written. Open builds it the same way; until it is built
+// every lookup goes to bbolt.
 type fpFilter struct {
 	words []atomic.Uint64
 	mask  uint64 // bits - 1; bits is a power of two
@@ -53,7 +56,12 @@ func (f *fpFilter) probes(fp *Fingerprint) [3]uint64 {
 	}
 }
 
+// add sets fp's bits; on a nil filter (none, or no rebuild) it does
+// nothing.
 func (f *fpFilter) add(fp *Fingerprint) {
+	if f == nil {
+		return
+	}
 	for _, b := range f.probes(fp) {
 		w := &f.words[b/64]
 		if bit := uint64(1) << (b % 64); w.Load()&bit == 0 {
@@ -132,3 +140,41 @@ func (f *fpFilter) build(db *bolt.DB, stop <-chan struct{}) error {
 const filterBuildStep = 64 << 10
 
 var errFilterStopped = errors.New("blockstore: filter build stopped")
+
+// rebuildFilterLocked starts building a new filter from the index in the
+// background, unless there is no filter or a rebuild is under way; the
+// new one replaces the current filter once built, dropping the bits of
+// fingerprints GC swept. It is published as fpfNext under destageMu, so
+// every destage that commits after this point adds to it too, and every
+// one before has committed what the build will read. REQUIRES:
+// s.destageMu held.
+func (s *Store) rebuildFilterLocked() {
+	if s.fpf.Load() == nil || !s.fpfBuilding.CompareAndSwap(false, true) {
+		return
+	}
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		s.fpfBuilding.Store(false)
+		return
+	}
+	s.bg.Add(1)
+	s.mu.Unlock()
+	next := newFPFilter(s.opts.FilterBytes)
+	s.fpfNext.Store(next)
+	go func() {
+		defer s.bg.Done()
+		defer s.fpfBuilding.Store(false)
+		err := next.build(s.db, s.stop)
+		if err != nil && !errors.Is(err, errFilterStopped) {
+			s.logger.Warn("blockstore: rebuilding the index filter; the old one stays", "err", err)
+		}
+		s.destageMu.Lock()
+		if err == nil {
+			s.fpf.Store(next)
+			s.filterRebuilds.Add(1)
+		}
+		s.fpfNext.Store(nil)
+		s.destageMu.Unlock()
+	}()
+}

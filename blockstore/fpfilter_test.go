@@ -2,6 +2,7 @@ package blockstore
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ import (
 // waitFilter waits until s's index filter is built.
 func waitFilter(t *testing.T, s *Store) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !s.fpf.ready.Load(); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !s.fpf.Load().ready.Load(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the index filter was not built within 10 s")
 		}
@@ -89,7 +90,7 @@ func TestFPFilter(t *testing.T) {
 			return tx.Bucket(bIndex).ForEach(func(k, _ []byte) error {
 				var fp Fingerprint
 				copy(fp[:], k)
-				if s.fpf.absent(&fp) {
+				if s.fpf.Load().absent(&fp) {
 					t.Fatalf("front %d: the filter rules out %x, which the index holds", front, k)
 				}
 				return nil
@@ -102,7 +103,7 @@ func TestFPFilter(t *testing.T) {
 		for range tries {
 			var fp Fingerprint
 			rand.Read(fp[:])
-			if !s.fpf.absent(&fp) {
+			if !s.fpf.Load().absent(&fp) {
 				maybe++
 			}
 		}
@@ -153,5 +154,91 @@ func TestFPFilterSizes(t *testing.T) {
 				t.Fatalf("FilterBytes %d: a fingerprint just added is ruled out", n)
 			}
 		}
+	}
+}
+
+// TestFPFilterRebuildAfterGC: after GC sweeps chunks, a filter rebuilt
+// from the index replaces the old one: the swept fingerprints are ruled
+// out again, and every fingerprint still indexed, including those of data
+// destaged while the rebuild ran, is not.
+func TestFPFilterRebuildAfterGC(t *testing.T) {
+	_, s, v := frontVolume(t, Options{})
+	bs := s.BlockSize()
+	gone := make([]byte, 4<<20)
+	rand.Read(gone)
+	if _, err := v.WriteAt(gone, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFilter(t, s)
+	fps := make([]Fingerprint, len(gone)/bs)
+	for i := range fps {
+		fps[i] = s.seal.fingerprint(gone[i*bs : (i+1)*bs])
+		if s.fpf.Load().absent(&fps[i]) {
+			t.Fatalf("block %d's fingerprint is ruled out while indexed", i)
+		}
+	}
+	if err := s.DeleteVolume(v.ID()); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := make([]byte, 2<<20)
+	rand.Read(keep)
+	if _, err := kept.WriteAt(keep, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.GC(context.Background(), GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ChunksFreed != int64(len(fps)) {
+		t.Fatalf("GC freed %d chunks, want %d", rep.ChunksFreed, len(fps))
+	}
+	// Written while the rebuild may still run.
+	more := make([]byte, 1<<20)
+	rand.Read(more)
+	if _, err := kept.WriteAt(more, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.filterRebuilds.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no rebuilt filter replaced the old one within 10 s of the GC")
+		}
+	}
+	maybe := 0
+	for i := range fps {
+		if !s.fpf.Load().absent(&fps[i]) {
+			maybe++
+		}
+	}
+	if maybe > len(fps)/50 {
+		t.Fatalf("after the rebuild, %d of %d swept fingerprints are still maybe in the filter", maybe, len(fps))
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bIndex).ForEach(func(k, _ []byte) error {
+			var fp Fingerprint
+			copy(fp[:], k)
+			if s.fpf.Load().absent(&fp) {
+				t.Fatalf("the rebuilt filter rules out %x, which the index holds", k)
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The front is merged by Flush: every kept chunk is in the index.
+	if n, want := chunkCount(t, s), (len(keep)+len(more))/bs; n != want {
+		t.Fatalf("%d chunks after GC, want %d", n, want)
 	}
 }

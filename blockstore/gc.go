@@ -230,6 +230,11 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("blockstore: gc sweep: %w", noSpace(err))
 	}
+	if len(dead) > 0 {
+		// The filter still holds the swept fingerprints: a new one,
+		// built from the index in the background, replaces it.
+		s.rebuildFilterLocked()
+	}
 	if sealOpen {
 		s.pack.close()
 		s.pack, s.packCommitted = nil, 0

@@ -186,7 +186,7 @@ func (s *Store) remoteLocal(c *chain, blocks []uint64, fps []Fingerprint, idx []
 			cur := tx.Bucket(bIndex).Cursor()
 			for _, i := range look {
 				fp := fps[i]
-				if s.fpf.absent(&fp) {
+				if s.fpf.Load().absent(&fp) {
 					miss = append(miss, i)
 					continue
 				}
@@ -381,7 +381,7 @@ func (s *Store) FillRemote(id LayerID, blocks []uint64, data [][]byte) ([]Finger
 			cur := tx.Bucket(bIndex).Cursor()
 			for _, i := range look {
 				fp := ops[i].fp
-				if s.fpf.absent(&fp) {
+				if s.fpf.Load().absent(&fp) {
 					seal = append(seal, i)
 					continue
 				}

@@ -227,7 +227,12 @@ type Store struct {
 	touches atomic.Int64
 	agc     autoGCState // background GC's triggers (autogc.go)
 	fpc     *fpCache    // recently found index entries (fpcache.go)
-	fpf     *fpFilter   // what the index certainly lacks (fpfilter.go); nil when off
+	// fpf: what the index certainly lacks (fpfilter.go); nil when off.
+	// fpfNext: the filter a rebuild after GC fills, which destage adds
+	// to as well until it replaces fpf (both swapped under destageMu).
+	fpf, fpfNext   atomic.Pointer[fpFilter]
+	fpfBuilding    atomic.Bool  // a rebuild is under way
+	filterRebuilds atomic.Int64 // rebuilds that replaced the filter (tests)
 
 	wake chan struct{}
 	stop chan struct{}
@@ -498,16 +503,16 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, err
 	}
 	if o.FilterBytes > 0 {
-		s.fpf = newFPFilter(o.FilterBytes)
+		s.fpf.Store(newFPFilter(o.FilterBytes))
 	}
 	s.wg.Add(2)
 	go s.destageLoop()
 	go s.dropLoop()
-	if s.fpf != nil {
+	if f := s.fpf.Load(); f != nil {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.fpf.build(s.db, s.stop); err != nil && !errors.Is(err, errFilterStopped) {
+			if err := f.build(s.db, s.stop); err != nil && !errors.Is(err, errFilterStopped) {
 				s.logger.Warn("blockstore: building the index filter; every lookup goes to the index", "err", err)
 			}
 		}()

@@ -623,7 +623,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		// The filter rules out most new data without a bbolt search.
 		searched := 0
 		for _, i := range lookups {
-			if s.fpf.absent(&ops[i].fp) {
+			if s.fpf.Load().absent(&ops[i].fp) {
 				miss[i] = true
 			} else {
 				searched++
