@@ -132,12 +132,19 @@ func (f *fpFilter) build(db *bolt.DB, stop <-chan struct{}) error {
 			f.ready.Store(true)
 			return nil
 		}
+		if filterBuildPause != nil {
+			filterBuildPause(after)
+		}
 	}
 }
 
 // filterBuildStep is how many index keys one read transaction of build
-// reads.
-const filterBuildStep = 64 << 10
+// reads; filterBuildPause, when set (tests only), runs between two of them
+// with the last key read.
+var (
+	filterBuildStep  = 64 << 10
+	filterBuildPause func(after []byte)
+)
 
 var errFilterStopped = errors.New("blockstore: filter build stopped")
 

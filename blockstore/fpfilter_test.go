@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,5 +241,95 @@ func TestFPFilterRebuildAfterGC(t *testing.T) {
 	// The front is merged by Flush: every kept chunk is in the index.
 	if n, want := chunkCount(t, s), (len(keep)+len(more))/bs; n != want {
 		t.Fatalf("%d chunks after GC, want %d", n, want)
+	}
+}
+
+// TestFPFilterRebuildSeesConcurrentDestage: a chunk destaged while a
+// rebuild is under way, whose fingerprint sorts before what the rebuild
+// has already read, reaches the new filter through destage (fpfNext), not
+// through the rebuild's scan.
+func TestFPFilterRebuildSeesConcurrentDestage(t *testing.T) {
+	_, s, v := frontVolume(t, Options{})
+	bs := s.BlockSize()
+	old := make([]byte, 1<<20)
+	rand.Read(old)
+	if _, err := v.WriteAt(old, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFilter(t, s)
+
+	// The rebuild reads 16 keys, then waits here for the test.
+	paused := make(chan []byte)
+	resume := make(chan struct{})
+	step, pause := filterBuildStep, filterBuildPause
+	filterBuildStep = 16
+	var once sync.Once
+	filterBuildPause = func(after []byte) {
+		once.Do(func() {
+			paused <- append([]byte(nil), after...)
+			<-resume
+		})
+	}
+	t.Cleanup(func() { filterBuildStep, filterBuildPause = step, pause })
+
+	// A GC that sweeps something starts the rebuild.
+	w, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 64<<10)
+	rand.Read(junk)
+	if _, err := w.WriteAt(junk, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteVolume(w.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := s.GC(context.Background(), GCOptions{}); err != nil || rep.ChunksFreed == 0 {
+		t.Fatalf("GC: %+v, %v; want chunks freed", rep, err)
+	}
+	var after []byte
+	select {
+	case after = <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the rebuild after GC did not reach its first pause within 10 s")
+	}
+
+	// New blocks whose fingerprints sort before the scan's position.
+	var blocks []byte
+	var fps []Fingerprint
+	for len(fps) < 8 {
+		b := make([]byte, bs)
+		rand.Read(b)
+		fp := s.seal.fingerprint(b)
+		if bytes.Compare(fp[:], after) < 0 {
+			blocks, fps = append(blocks, b...), append(fps, fp)
+		}
+	}
+	if _, err := v.WriteAt(blocks, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	for deadline := time.Now().Add(10 * time.Second); s.filterRebuilds.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the rebuilt filter did not replace the old one within 10 s")
+		}
+	}
+	for i := range fps {
+		if s.fpf.Load().absent(&fps[i]) {
+			t.Fatalf("block %d, destaged during the rebuild behind its scan, is ruled out by the new filter", i)
+		}
 	}
 }
