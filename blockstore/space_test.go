@@ -334,10 +334,13 @@ func TestReserveCountsLogFiles(t *testing.T) {
 	budget := s.opts.ReserveBytes + 2*seg
 	check := func(when string) {
 		t.Helper()
+		// diskMu is held until the directory is read too: the log
+		// prepares its next segment in the background, and a file
+		// created between the counts and the listing is not a miscount.
 		s.log.diskMu.RLock()
+		defer s.log.diskMu.RUnlock()
 		held, all, _ := s.log.diskUse()
 		r := s.reserveLocked()
-		s.log.diskMu.RUnlock()
 		if held != int64(all)*seg {
 			t.Fatalf("%s: the log counts %d bytes in %d files of %d", when, held, all, seg)
 		}
