@@ -307,18 +307,12 @@ const (
 
 // try reports whether the next block should be compressed.
 func (g *compressGuess) try() bool {
-	if g == nil {
-		return true
-	}
 	n := g.streak.Load()
 	return n < guessAfter || n%guessProbe == 0
 }
 
 // saw records whether a block compressed (false also for one not tried).
 func (g *compressGuess) saw(compressed bool) {
-	if g == nil {
-		return
-	}
 	switch {
 	case compressed:
 		g.streak.Store(0)

@@ -153,16 +153,16 @@ var errFilterStopped = errors.New("blockstore: filter build stopped")
 // new one replaces the current filter once built, dropping the bits of
 // fingerprints GC swept. It is published as fpfNext under destageMu, so
 // every destage that commits after this point adds to it too, and every
-// one before has committed what the build will read. REQUIRES:
-// s.destageMu held.
+// one before has committed what the build will read; a rebuild is under
+// way exactly while fpfNext is set, which changes only under destageMu.
+// REQUIRES: s.destageMu held.
 func (s *Store) rebuildFilterLocked() {
-	if s.fpf.Load() == nil || !s.fpfBuilding.CompareAndSwap(false, true) {
+	if s.fpf.Load() == nil || s.fpfNext.Load() != nil {
 		return
 	}
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
-		s.fpfBuilding.Store(false)
 		return
 	}
 	s.bg.Add(1)
@@ -171,7 +171,6 @@ func (s *Store) rebuildFilterLocked() {
 	s.fpfNext.Store(next)
 	go func() {
 		defer s.bg.Done()
-		defer s.fpfBuilding.Store(false)
 		err := next.build(s.db, s.stop)
 		if err != nil && !errors.Is(err, errFilterStopped) {
 			s.logger.Warn("blockstore: rebuilding the index filter; the old one stays", "err", err)
@@ -179,7 +178,6 @@ func (s *Store) rebuildFilterLocked() {
 		s.destageMu.Lock()
 		if err == nil {
 			s.fpf.Store(next)
-			s.filterRebuilds.Add(1)
 		}
 		s.fpfNext.Store(nil)
 		s.destageMu.Unlock()

@@ -196,6 +196,7 @@ func TestFPFilterRebuildAfterGC(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	old := s.fpf.Load()
 	rep, err := s.GC(context.Background(), GCOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +213,7 @@ func TestFPFilterRebuildAfterGC(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); s.filterRebuilds.Load() == 0; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); s.fpf.Load() == old; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no rebuilt filter replaced the old one within 10 s of the GC")
 		}
@@ -294,6 +295,7 @@ func TestFPFilterRebuildSeesConcurrentDestage(t *testing.T) {
 	if err := s.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	prev := s.fpf.Load()
 	if rep, err := s.GC(context.Background(), GCOptions{}); err != nil || rep.ChunksFreed == 0 {
 		t.Fatalf("GC: %+v, %v; want chunks freed", rep, err)
 	}
@@ -322,7 +324,7 @@ func TestFPFilterRebuildSeesConcurrentDestage(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(resume)
-	for deadline := time.Now().Add(10 * time.Second); s.filterRebuilds.Load() == 0; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); s.fpf.Load() == prev; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the rebuilt filter did not replace the old one within 10 s")
 		}

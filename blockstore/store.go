@@ -230,9 +230,7 @@ type Store struct {
 	// fpf: what the index certainly lacks (fpfilter.go); nil when off.
 	// fpfNext: the filter a rebuild after GC fills, which destage adds
 	// to as well until it replaces fpf (both swapped under destageMu).
-	fpf, fpfNext   atomic.Pointer[fpFilter]
-	fpfBuilding    atomic.Bool  // a rebuild is under way
-	filterRebuilds atomic.Int64 // rebuilds that replaced the filter (tests)
+	fpf, fpfNext atomic.Pointer[fpFilter]
 
 	wake chan struct{}
 	stop chan struct{}
