@@ -53,24 +53,9 @@ func treeProcs(root int) map[int]umlProc {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
+		if p, ppid, ok := procStat(pid); ok {
+			all[pid], parent[pid] = p, ppid
 		}
-		// pid (comm) state ppid pgrp ... utime(14) stime(15)
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open {
-			continue
-		}
-		f := strings.Fields(s[end+1:])
-		if len(f) < 13 {
-			continue
-		}
-		parent[pid], _ = strconv.Atoi(f[1])
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		all[pid] = umlProc{pid: pid, state: f[0], ticks: ut + st, comm: s[open+1 : end]}
 	}
 	procs := make(map[int]umlProc)
 	for pid, p := range all {
@@ -82,6 +67,28 @@ func treeProcs(root int) map[int]umlProc {
 		}
 	}
 	return procs
+}
+
+// procStat reads one process's /proc/PID/stat: pid (comm) state ppid
+// pgrp ... utime(14) stime(15).
+func procStat(pid int) (p umlProc, ppid int, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return p, 0, false
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return p, 0, false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 13 {
+		return p, 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return umlProc{pid: pid, state: f[0], ticks: ut + st, comm: s[open+1 : end]}, ppid, true
 }
 
 // diagnoseGuest reports, for the guest started by process root: which of
@@ -358,9 +365,7 @@ func (h *harness) kernelStacks(pid int) string {
 		if i > 0 {
 			time.Sleep(300 * time.Millisecond)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := exec.CommandContext(ctx, gdb, "-nx", "-batch", "-p", strconv.Itoa(pid), "-ex", "bt 40").CombinedOutput()
-		cancel()
+		out, err := gdbBacktrace(gdb, pid, 40)
 		fmt.Fprintf(&b, "guest kernel stack, sample %d (gdb on host pid %d):\n", i+1, pid)
 		st := symbolize(string(out), syms)
 		for _, l := range strings.Split(strings.TrimRight(st, "\n"), "\n") {
@@ -513,7 +518,7 @@ func (h *harness) kickLostTimers(sc scenario, root int, out *lineLogger) (stop f
 // loop's os_idle_sleep.
 func (h *harness) spinsIdle(pid int) bool {
 	ticks := func() int64 {
-		p, ok := treeProcs(pid)[pid]
+		p, _, ok := procStat(pid)
 		if !ok {
 			return -1
 		}
@@ -534,15 +539,21 @@ func (h *harness) spinsIdle(pid int) bool {
 		return false
 	}
 	for range 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		bt, _ := exec.CommandContext(ctx, gdb, "-nx", "-batch", "-p", strconv.Itoa(pid), "-ex", "bt 4").CombinedOutput()
-		cancel()
+		bt, _ := gdbBacktrace(gdb, pid, 4)
 		if !strings.Contains(symbolize(string(bt), syms), "os_idle_sleep+") {
 			return false
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	return true
+}
+
+// gdbBacktrace attaches gdb to the host process pid for its innermost
+// frames: for a UML kernel, the guest kernel's running context.
+func gdbBacktrace(gdb string, pid, frames int) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, gdb, "-nx", "-batch", "-p", strconv.Itoa(pid), "-ex", "bt "+strconv.Itoa(frames)).CombinedOutput()
 }
 
 // symbolize appends the guest kernel symbol to each gdb backtrace line
