@@ -325,14 +325,15 @@ func (g *compressGuess) saw(compressed bool) {
 // keeps in one allocation).
 const sealManyMax = 256
 
-// sealMany seals blocks[i] (fingerprint fps[i]) for every i, setting
-// codecs[i] and out[i]. The results share allocations of their exact total
+// sealMany seals ops[i] for every i in idx: its plaintext (ops[i].sealed,
+// the full block) becomes its sealed bytes, and its codec is set. The
+// results share allocations of their exact total
 // size, one per sealManyMax blocks, instead of one each: they are sealed
 // side by side into a pooled work area with room for the worst case, then
 // copied out once, which seal does too.
-func (s *sealer) sealMany(blocks [][]byte, fps []Fingerprint, codecs []uint8, out [][]byte, guess *compressGuess) {
-	for len(blocks) > 0 {
-		k := min(len(blocks), sealManyMax)
+func (s *sealer) sealMany(ops []blockOp, idx []int, guess *compressGuess) {
+	for len(idx) > 0 {
+		k := min(len(idx), sealManyMax)
 		ap, _ := s.areas.Get().(*[]byte)
 		if ap == nil {
 			ap = new([]byte)
@@ -343,22 +344,22 @@ func (s *sealer) sealMany(blocks [][]byte, fps []Fingerprint, codecs []uint8, ou
 		}
 		area := (*ap)[:0]
 		var ends [sealManyMax]int
-		for i := range k {
-			try := guess.try()
-			codecs[i], area = s.sealInPlace(area, fps[i], blocks[i], try)
-			guess.saw(codecs[i]&^FlagEncrypted != CodecRaw)
-			ends[i] = len(area)
+		for j, i := range idx[:k] {
+			op := &ops[i]
+			op.codec, area = s.sealInPlace(area, op.fp, op.sealed, guess.try())
+			guess.saw(op.codec&^FlagEncrypted != CodecRaw)
+			ends[j] = len(area)
 		}
 		keep := make([]byte, len(area))
 		copy(keep, area)
 		start := 0
-		for i := range k {
-			out[i] = keep[start:ends[i]:ends[i]]
-			start = ends[i]
+		for j, i := range idx[:k] {
+			ops[i].sealed = keep[start:ends[j]:ends[j]]
+			start = ends[j]
 		}
 		*ap = area[:0]
 		s.areas.Put(ap)
-		blocks, fps, codecs, out = blocks[k:], fps[k:], codecs[k:], out[k:]
+		idx = idx[k:]
 	}
 }
 

@@ -554,8 +554,10 @@ func TestCompressGuess(t *testing.T) {
 		for i, b := range blocks {
 			fps[i] = s.fingerprint(b)
 		}
-		codecs := make([]uint8, len(blocks))
-		out := make([][]byte, len(blocks))
+		ops := make([]blockOp, len(blocks))
+		for i := range ops {
+			ops[i] = blockOp{kind: kindData, fp: fps[i], sealed: blocks[i]}
+		}
 		// One block at a time, as writes come, so each sees the guess
 		// the previous ones left.
 		tried := 0
@@ -563,7 +565,12 @@ func TestCompressGuess(t *testing.T) {
 			if i >= n && i < n+m && g.try() {
 				tried++
 			}
-			s.sealMany(blocks[i:i+1], fps[i:i+1], codecs[i:i+1], out[i:i+1], &g)
+			s.sealMany(ops, []int{i}, &g)
+		}
+		codecs := make([]uint8, len(ops))
+		out := make([][]byte, len(ops))
+		for i, op := range ops {
+			codecs[i], out[i] = op.codec, op.sealed
 		}
 		raw := func(from, to int) int {
 			k := 0

@@ -666,24 +666,13 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 			}
 		}
 		// The misses are sealed side by side into shared allocations.
-		var (
-			blocks [][]byte
-			mfps   []Fingerprint
-			idx    []int
-		)
+		seal := lookups[:0:0]
 		for _, i := range lookups {
 			if miss[i] {
-				blocks, mfps, idx = append(blocks, ops[i].sealed), append(mfps, ops[i].fp), append(idx, i)
+				seal = append(seal, i)
 			}
 		}
-		if len(idx) > 0 {
-			codecs := make([]uint8, len(idx))
-			sealed := make([][]byte, len(idx))
-			s.seal.sealMany(blocks, mfps, codecs, sealed, &vs.guess)
-			for j, i := range idx {
-				ops[i].codec, ops[i].sealed = codecs[j], sealed[j]
-			}
-		}
+		s.seal.sealMany(ops, seal, &vs.guess)
 	})
 	if errOne != nil {
 		return 0, errOne
