@@ -206,18 +206,16 @@ func (s *Store) destage() error {
 						}
 						continue
 					}
-					// The filter rules out most new data without a search.
-					if !s.fpf.Load().absent(&op.fp) {
+					id, ok, searched := s.indexGet(idx, &op.fp)
+					if searched {
 						s.touchedTx(tx, 1)
-						if k, v := idx.Seek(op.fp[:]); bytes.Equal(k, op.fp[:]) && len(v) == 8 &&
-							!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
-							id := binary.LittleEndian.Uint64(v)
-							if s.gcMark != nil {
-								s.gcMark.set(id)
-							}
-							known[op.fp] = id
-							continue
+					}
+					if ok {
+						if s.gcMark != nil {
+							s.gcMark.set(id)
 						}
+						known[op.fp] = id
+						continue
 					}
 				}
 				c := &newChunk{id: nextChunk, fp: op.fp, codec: op.codec, sealed: op.sealed, layer: q.d.layer, blk: op.blk}

@@ -183,3 +183,19 @@ func (s *Store) rebuildFilterLocked() {
 		s.destageMu.Unlock()
 	}()
 }
+
+// indexGet looks fp up in the fingerprint index through cur (a cursor on
+// bucket index): the chunk the index names for it, unless that chunk is
+// quarantined. The filter answers first; searched reports whether the
+// index was searched at all (for touchedTx).
+func (s *Store) indexGet(cur *bolt.Cursor, fp *Fingerprint) (id uint64, ok, searched bool) {
+	if s.fpf.Load().absent(fp) {
+		return 0, false, false
+	}
+	k, v := cur.Seek(fp[:])
+	if k == nil || !bytes.Equal(k, fp[:]) || len(v) != 8 {
+		return 0, false, true
+	}
+	id = binary.LittleEndian.Uint64(v)
+	return id, !s.isQuarantined(id), true
+}

@@ -1,9 +1,7 @@
 package blockstore
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -185,14 +183,8 @@ func (s *Store) remoteLocal(c *chain, blocks []uint64, fps []Fingerprint, idx []
 		err := s.db.View(func(tx *bolt.Tx) error {
 			cur := tx.Bucket(bIndex).Cursor()
 			for _, i := range look {
-				fp := fps[i]
-				if s.fpf.Load().absent(&fp) {
-					miss = append(miss, i)
-					continue
-				}
-				if k, v := cur.Seek(fp[:]); k != nil && bytes.Equal(k, fp[:]) && len(v) == 8 &&
-					!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
-					ids = append(ids, binary.LittleEndian.Uint64(v))
+				if id, ok, _ := s.indexGet(cur, &fps[i]); ok {
+					ids = append(ids, id)
 					at = append(at, i)
 				} else {
 					miss = append(miss, i)
@@ -380,16 +372,10 @@ func (s *Store) FillRemote(id LayerID, blocks []uint64, data [][]byte) ([]Finger
 		err := s.db.View(func(tx *bolt.Tx) error {
 			cur := tx.Bucket(bIndex).Cursor()
 			for _, i := range look {
-				fp := ops[i].fp
-				if s.fpf.Load().absent(&fp) {
-					seal = append(seal, i)
-					continue
-				}
-				if k, v := cur.Seek(fp[:]); k != nil && bytes.Equal(k, fp[:]) && len(v) == 8 &&
-					!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
+				if id, ok, _ := s.indexGet(cur, &ops[i].fp); ok {
 					ops[i].kind = kindRef
-					ops[i].chunk = binary.LittleEndian.Uint64(v)
-					hits = append(hits, ops[i].chunk)
+					ops[i].chunk = id
+					hits = append(hits, id)
 				} else {
 					seal = append(seal, i)
 				}

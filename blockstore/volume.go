@@ -639,12 +639,11 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 					if miss[i] {
 						continue // ruled out by the filter
 					}
-					if k, v := cur.Seek(ops[i].fp[:]); k != nil && bytes.Equal(k, ops[i].fp[:]) && len(v) == 8 &&
-						!s.isQuarantined(binary.LittleEndian.Uint64(v)) {
+					if id, ok, _ := s.indexGet(cur, &ops[i].fp); ok {
 						ops[i].kind = kindRef
 						ops[i].sealed = nil
-						ops[i].chunk = binary.LittleEndian.Uint64(v)
-						hits = append(hits, ops[i].chunk)
+						ops[i].chunk = id
+						hits = append(hits, id)
 						s.fpc.set(&ops[i].fp, ops[i].chunk)
 					} else {
 						miss[i] = true
