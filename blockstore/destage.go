@@ -352,7 +352,7 @@ func (s *Store) destage() error {
 	s.queue = s.queue[k:]
 	s.queueBytes.Add(-nb)
 	s.queuedOps -= nops
-	s.inPacks.Store(0)
+	s.unpacked.Add(s.inPacks.Swap(0) - nb)
 	s.spaceGen.Add(1)
 	s.destageErr = nil
 	s.room.Broadcast()
@@ -378,7 +378,10 @@ func (s *Store) writeChunks(chunks []*newChunk) (map[uint64]int64, []*packWriter
 	}
 	counted := func() {
 		if d := s.pack.written - seen; d > 0 {
+			// Counted in inPacks before leaving unpacked: a reader in
+			// between counts d twice, never not at all.
 			s.inPacks.Add(d)
+			s.unpacked.Add(-d)
 			s.spaceGen.Add(1)
 			seen = s.pack.written
 		}
@@ -430,7 +433,8 @@ func (s *Store) failBatch(made []*packWriter, err error) error {
 	}
 	err = noSpace(err)
 	s.mu.Lock()
-	s.inPacks.Store(0)
+	// The batch's pack bytes are gone: back to waiting in the log.
+	s.unpacked.Add(s.inPacks.Swap(0))
 	s.spaceGen.Add(1)
 	s.destageErr = err
 	s.room.Broadcast()

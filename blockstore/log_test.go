@@ -541,9 +541,14 @@ func TestLogConcurrentGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	syncs := l.syncs.Load()
-	t.Logf("%d records, %d fdatasyncs", writers*each, syncs)
+	t.Logf("%d records, %d fdatasyncs, %d waiter wake-ups", writers*each, syncs, l.wakes.Load())
 	if syncs*4 > writers*each {
 		t.Errorf("%d fdatasyncs for %d records: no group commit", syncs, writers*each)
+	}
+	// A flush wakes the waiters of its own batch, each once: not every
+	// waiter of the log on every flush.
+	if w := l.wakes.Load(); w > writers*each {
+		t.Errorf("%d wake-ups of waiters for %d records", w, writers*each)
 	}
 	l.close()
 

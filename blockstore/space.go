@@ -117,9 +117,7 @@ func (s *Store) spaceLeft() (spaceParts, error) {
 	for try := 0; ; try++ {
 		gen := s.spaceGen.Load()
 		p.admitted = s.admitted.Load()
-		s.mu.Lock()
-		p.queued = s.queueBytes.Load() - s.inPacks.Load()
-		s.mu.Unlock()
+		p.queued = s.unpacked.Load()
 		var err error
 		p.free, p.reserve, err = s.freeAndReserve()
 		if err != nil || s.spaceGen.Load() == gen || try == spaceReadTries {

@@ -162,8 +162,11 @@ type Store struct {
 	// as the batch leaves queueBytes. admitted: bytes of data writes let
 	// in by the space check and not yet in queueBytes. spaceGen moves when
 	// packs grew or the queue shrank, so the cached free space is read
-	// again.
+	// again. unpacked is queueBytes less inPacks, kept as one number so
+	// that the space check reads it without the store mutex (every data
+	// write makes that check).
 	inPacks  atomic.Int64
+	unpacked atomic.Int64
 	admitted atomic.Int64
 	spaceGen atomic.Uint64
 	db       *bolt.DB
@@ -852,6 +855,7 @@ func (s *Store) applyLocked(d decoded, end LSN, nbytes int64) {
 	}
 	s.queue = append(s.queue, &qrec{end: end, d: d, bytes: nbytes})
 	s.queueBytes.Add(nbytes)
+	s.unpacked.Add(nbytes)
 	s.queuedOps += len(d.ops)
 	if s.queuedOps >= destageBatchOps/2 {
 		// Records of references are small: half a batch of them is a lot
