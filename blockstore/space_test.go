@@ -594,4 +594,8 @@ func TestSpaceCheckCountsDestageOnce(t *testing.T) {
 			r.samples, off>>20, r.rise, r.at)
 	}
 	t.Logf("%d samples; the room rose at most %d bytes after falling", r.samples, r.rise)
+	// Everything is destaged: nothing may stay counted as still to come.
+	if sp, err := s.spaceLeft(); err != nil || sp.queued != 0 || sp.admitted != 0 {
+		t.Fatalf("after Flush the space check counts %d bytes still to destage and %d admitted (%v)", sp.queued, sp.admitted, err)
+	}
 }
