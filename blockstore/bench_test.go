@@ -712,6 +712,162 @@ func BenchmarkStableWrite4K(b *testing.B) {
 	}
 }
 
+// BenchmarkStableWriteFloor is the reference for the stable-write scaling
+// target: what the disk allows when nothing but the bytes is paid for. A
+// bare group-commit log over a region of a file written beforehand
+// (appenders copy a 4 KiB block and a 64-byte header
+// into a buffer; one flusher writes the buffer and fdatasyncs; each writer
+// waits for its bytes, then writes again) takes stable 4 KiB writes of
+// random data from 1 and 64 writers. With copies=2 a second goroutine also
+// writes every durable byte again to another file with an fdatasync per
+// 16 MiB, as destage writes the log's blocks into packs. No fingerprint,
+// no compression, no metadata.
+func BenchmarkStableWriteFloor(b *testing.B) {
+	for _, copies := range []int{1, 2} {
+		for _, writers := range []int{1, 64} {
+			b.Run(fmt.Sprintf("copies=%d/writers=%d", copies, writers), func(b *testing.B) {
+				benchStableFloor(b, copies, writers)
+			})
+		}
+	}
+}
+
+func benchStableFloor(b *testing.B, copies, writers int) {
+	dir := perfDir(b)
+	open := func(name string) *os.File {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { f.Close() })
+		return f
+	}
+	// The log is a region written once before the clock starts and then
+	// used round and round, as dstore reuses its segments: an fdatasync
+	// then writes data, not the file's size and extents.
+	const logRegion = 256 << 20
+	logf := open("log")
+	zero := make([]byte, 1<<20)
+	for off := int64(0); off < logRegion; off += int64(len(zero)) {
+		if _, err := logf.WriteAt(zero, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := unix.Fdatasync(int(logf.Fd())); err != nil {
+		b.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		cond    = sync.NewCond(&mu)
+		fill    []byte // appended, not yet taken by the flusher
+		fillEnd int64  // log offset just past fill
+		durable int64  // log offset up to which the log is durable
+		done    bool
+		ioErr   error
+	)
+	copyq := make(chan []byte, 64)
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { // the flusher
+		defer bg.Done()
+		defer close(copyq)
+		spare := make([]byte, 0, 1<<20)
+		for {
+			mu.Lock()
+			for len(fill) == 0 && !done {
+				cond.Wait()
+			}
+			if len(fill) == 0 {
+				mu.Unlock()
+				return
+			}
+			buf, end := fill, fillEnd
+			fill = spare[:0]
+			mu.Unlock()
+			var err error
+			for start, rest := end-int64(len(buf)), buf; len(rest) > 0 && err == nil; {
+				at := start % logRegion
+				n := min(int64(len(rest)), logRegion-at)
+				_, err = logf.WriteAt(rest[:n], at)
+				start, rest = start+n, rest[n:]
+			}
+			if err == nil {
+				err = unix.Fdatasync(int(logf.Fd()))
+			}
+			if copies == 2 && err == nil {
+				copyq <- bytes.Clone(buf)
+			}
+			mu.Lock()
+			if err != nil && ioErr == nil {
+				ioErr = err
+			}
+			durable = end
+			cond.Broadcast()
+			mu.Unlock()
+			spare = buf
+		}
+	}()
+	if copies == 2 {
+		bg.Add(1)
+		go func() { // destage: the same bytes again, synced per 16 MiB
+			defer bg.Done()
+			packf := open("pack")
+			var off, unsynced int64
+			for buf := range copyq {
+				if _, err := packf.WriteAt(buf, off); err != nil {
+					b.Error(err)
+					return
+				}
+				off += int64(len(buf))
+				if unsynced += int64(len(buf)); unsynced >= 16<<20 {
+					if err := unix.Fdatasync(int(packf.Fd())); err != nil {
+						b.Error(err)
+						return
+					}
+					unsynced = 0
+				}
+			}
+		}()
+	}
+	var claimed atomic.Int64
+	var wg sync.WaitGroup
+	b.SetBytes(perfIO)
+	b.ResetTimer()
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			block := make([]byte, perfIO)
+			perfRandom(block, uint64(w)+200)
+			var hdr [64]byte
+			for claimed.Add(1) <= int64(b.N) {
+				binary.LittleEndian.PutUint64(block, uint64(claimed.Load()))
+				mu.Lock()
+				fill = append(append(fill, hdr[:]...), block...)
+				fillEnd += int64(len(hdr) + len(block))
+				mine := fillEnd
+				cond.Broadcast()
+				for durable < mine && ioErr == nil {
+					cond.Wait()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	mu.Lock()
+	done = true
+	cond.Broadcast()
+	err := ioErr
+	mu.Unlock()
+	bg.Wait()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "IOPS")
+}
+
 // perfProfile starts a CPU profile of the timed part alone when
 // DSTORE_PERF_CPUPROFILE names a file (-test.cpuprofile also covers the
 // setup, here a 1 GiB fill and its destage); the name gets the
