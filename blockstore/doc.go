@@ -82,7 +82,10 @@
 // # Caveats
 //
 // A write longer than 4 MiB is logged as several records, each atomic on
-// its own. The function given to Update runs under the store mutex and must
+// its own. Open raises GOMAXPROCS by one, once per process, unless the
+// environment sets it: the log's flusher and the destage loop sit in
+// system calls on locked threads, holding a scheduler processor, and the
+// writers they wake need another to run on (docs/DESIGN.md section 16). The function given to Update runs under the store mutex and must
 // not call other Store methods. Quarantine removes index entries outside
 // GC and does not yet check for pending references to them, which can stop
 // destage (docs/DESIGN.md, "Known limits and open work").

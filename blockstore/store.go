@@ -474,6 +474,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if !IsInitialized(dir) {
 		return nil, fmt.Errorf("blockstore: %s: no datastore (run init): %w", dir, fs.ErrNotExist)
 	}
+	spareProc(o.Logger)
 	db, err := bolt.Open(filepath.Join(dir, dbFile), 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true,
 		FreelistType: bolt.FreelistMapType, InitialMmapSize: initialMmap})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -892,7 +891,7 @@ func (lv *LayerView) Size() int64 {
 // one fixed half per core, a write waited for the slower core.
 func parallel(n int, fn func(lo, hi int)) {
 	const minPer = 16
-	w := min(runtime.GOMAXPROCS(0), n/minPer)
+	w := min(workers(), n/minPer)
 	if w <= 1 {
 		fn(0, n)
 		return

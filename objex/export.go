@@ -506,7 +506,7 @@ func (e *exporter) addRecord(ctx context.Context, id ChunkID, d blockstore.Expor
 
 // parallelDo runs fn(0..n-1) on all CPUs.
 func parallelDo(n int, fn func(i int)) {
-	w := min(runtime.GOMAXPROCS(0), n/16)
+	w := min(runtime.GOMAXPROCS(0), runtime.NumCPU(), n/16)
 	if w <= 1 {
 		for i := 0; i < n; i++ {
 			fn(i)
