@@ -278,8 +278,8 @@ type logBatch struct {
 	// done is closed once the batch is durable, or when the flusher stops
 	// without making it so. Writers waiting for their records wait on the
 	// channel of the batch that holds them: a flush wakes its own waiters,
-	// not every waiter of the log (64 stable writers woke some 30 others
-	// for nothing on each flush when they all waited on one condition).
+	// not every waiter of the log (with one condition for all, the
+	// waiters of the next batch woke for nothing: twice the wake-ups).
 	done chan struct{}
 }
 

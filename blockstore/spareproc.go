@@ -18,9 +18,9 @@ import (
 // P's run queue meanwhile. With 64 stable 4 KiB writers on 2 CPUs they
 // waited about 400 µs on average for a P after each flush (the execution
 // trace's scheduler latency, 91% of it readied by the flusher), and the
-// process used 1.1 of its 2 CPUs. With one P more, the woken writers run
-// at once on the spare: 64 writers went from 35-41k to 42-47k IOPS in
-// five alternating pairs of runs (DESIGN 24).
+// process used 1.1 of its 2 CPUs. With one P more, the woken writers
+// find one free: 64 writers went from 38.7-44.8k to 42.6-48.4k IOPS in
+// four alternating rounds (DESIGN 16).
 func spareProc(logger *slog.Logger) {
 	spareProcOnce.Do(func() {
 		if os.Getenv("GOMAXPROCS") != "" {
