@@ -19,7 +19,7 @@ func TestRemoveStartsGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ds.Close()
-	ds.StartAutoGC(blockstore.AutoGCOptions{Check: 20 * time.Millisecond, Interval: -1, LowSpace: 1, BigFree: 3 << 20})
+	ds.StartAutoGC(blockstore.AutoGCOptions{Check: 20 * time.Millisecond, Interval: -1, LowSpace: 1, BigFree: 5 << 20})
 	rng := rand.New(rand.NewPCG(7, 8))
 	data := map[string][]byte{}
 	inos := map[string]Ino{}
@@ -52,13 +52,16 @@ func TestRemoveStartsGC(t *testing.T) {
 		return n
 	}
 	before := packBytes()
-	// 2 MiB freed: below BigFree, nothing runs yet.
+	// 2 MiB freed: below BigFree, nothing runs yet. (BigFree is above the
+	// 4 MiB that the rename below brings it to, so that the GC runs once,
+	// after the truncate too: with 3 MiB it could run between the two,
+	// and the truncate's 2 MiB alone would then stay below the threshold.)
 	if err := ds.NS.Remove(RootIno, "a"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
 	if got := packBytes(); got != before {
-		t.Fatalf("GC ran after 2 MiB freed (BigFree 3 MiB): %d -> %d", before, got)
+		t.Fatalf("GC ran after 2 MiB freed (BigFree 5 MiB): %d -> %d", before, got)
 	}
 	// A rename over b frees b; a truncate frees most of c: 2+2+2 MiB.
 	if err := ds.NS.Rename(RootIno, "c", RootIno, "b"); err != nil {
