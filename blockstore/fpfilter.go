@@ -192,10 +192,17 @@ func (s *Store) indexGet(cur *bolt.Cursor, fp *Fingerprint) (id uint64, ok, sear
 	if s.fpf.Load().absent(fp) {
 		return 0, false, false
 	}
+	id, ok = s.indexSeek(cur, fp)
+	return id, ok, true
+}
+
+// indexSeek is indexGet without the filter, for a caller that has already
+// asked it.
+func (s *Store) indexSeek(cur *bolt.Cursor, fp *Fingerprint) (id uint64, ok bool) {
 	k, v := cur.Seek(fp[:])
 	if k == nil || !bytes.Equal(k, fp[:]) || len(v) != 8 {
-		return 0, false, true
+		return 0, false
 	}
 	id = binary.LittleEndian.Uint64(v)
-	return id, !s.isQuarantined(id), true
+	return id, !s.isQuarantined(id)
 }

@@ -638,7 +638,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 					if miss[i] {
 						continue // ruled out by the filter
 					}
-					if id, ok, _ := s.indexGet(cur, &ops[i].fp); ok {
+					if id, ok := s.indexSeek(cur, &ops[i].fp); ok {
 						ops[i].kind = kindRef
 						ops[i].sealed = nil
 						ops[i].chunk = id
