@@ -158,6 +158,10 @@ func newSealer(cfg sealerConfig) (*sealer, error) {
 		b := make([]byte, 0, s.sealCap)
 		return &b
 	}
+	s.areas.New = func() any {
+		b := make([]byte, 0, sealManyMax*s.sealCap)
+		return &b
+	}
 
 	s.zdec, err = sharedZstdDecoder(bs)
 	if err != nil {
@@ -334,14 +338,7 @@ const sealManyMax = 256
 func (s *sealer) sealMany(ops []blockOp, idx []int, guess *compressGuess) {
 	for len(idx) > 0 {
 		k := min(len(idx), sealManyMax)
-		ap, _ := s.areas.Get().(*[]byte)
-		if ap == nil {
-			ap = new([]byte)
-		}
-		need := k * s.sealCap
-		if cap(*ap) < need {
-			*ap = make([]byte, 0, max(need, sealManyMax*s.sealCap))
-		}
+		ap := s.areas.Get().(*[]byte)
 		area := (*ap)[:0]
 		var ends [sealManyMax]int
 		for j, i := range idx[:k] {
