@@ -352,7 +352,9 @@ func (s *Store) destage() error {
 	s.queue = s.queue[k:]
 	s.queueBytes.Add(-nb)
 	s.queuedOps -= nops
-	s.unpacked.Add(s.inPacks.Swap(0) - nb)
+	// The batch's pack bytes left the queue with it; nothing else moves
+	// unpacked meanwhile (mu and destageMu are held).
+	s.unpacked.Store(s.queueBytes.Load())
 	s.spaceGen.Add(1)
 	s.destageErr = nil
 	s.room.Broadcast()
@@ -370,17 +372,16 @@ func (s *Store) writeChunks(chunks []*newChunk) (map[uint64]int64, []*packWriter
 	fail := func(err error) (map[uint64]int64, []*packWriter, error) {
 		return nil, nil, fmt.Errorf("blockstore: writing pack: %w", s.failBatch(closed, err))
 	}
-	// inPacks follows what reaches the files, which the file system's free
-	// space already counts while the batch is still in queueBytes.
-	var seen int64 // of the open pack's written bytes, already in inPacks
+	// unpacked follows what reaches the files, which the file system's
+	// free space already counts while the batch is still in queueBytes.
+	var seen int64 // of the open pack's written bytes, already taken from unpacked
 	if s.pack != nil {
 		seen = s.pack.written
 	}
 	counted := func() {
 		if d := s.pack.written - seen; d > 0 {
-			// Counted in inPacks before leaving unpacked: a reader in
-			// between counts d twice, never not at all.
-			s.inPacks.Add(d)
+			// Written before it leaves unpacked: a reader in between
+			// counts d twice, never not at all.
 			s.unpacked.Add(-d)
 			s.spaceGen.Add(1)
 			seen = s.pack.written
@@ -433,8 +434,9 @@ func (s *Store) failBatch(made []*packWriter, err error) error {
 	}
 	err = noSpace(err)
 	s.mu.Lock()
-	// The batch's pack bytes are gone: back to waiting in the log.
-	s.unpacked.Add(s.inPacks.Swap(0))
+	// The batch's pack bytes are gone: all of the queue waits again
+	// (mu and destageMu are held: nothing else moves unpacked).
+	s.unpacked.Store(s.queueBytes.Load())
 	s.spaceGen.Add(1)
 	s.destageErr = err
 	s.room.Broadcast()

@@ -110,7 +110,7 @@ func (p spaceParts) room() int64 { return p.free - p.queued - p.admitted - p.res
 // queue is read before the free space, and read again if packs grew or
 // the queue shrank meanwhile (spaceGen moved): a pack write between the
 // two would be counted twice, and a reader descheduled there for long,
-// under load, would count many. A pack write not yet counted in inPacks
+// under load, would count many. A pack write not yet taken from unpacked
 // is counted twice for a moment, never not at all.
 func (s *Store) spaceLeft() (spaceParts, error) {
 	var p spaceParts

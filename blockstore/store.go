@@ -156,16 +156,14 @@ type Store struct {
 	logger *slog.Logger
 	// refusedLogAt: when a refused write was last logged (unix ns).
 	refusedLogAt atomic.Int64
-	// For the space check (space.go). inPacks: bytes the destage batch in
-	// progress has written to pack files, which the file system already
-	// counts as used while they are still in queueBytes; reset, under mu,
-	// as the batch leaves queueBytes. admitted: bytes of data writes let
-	// in by the space check and not yet in queueBytes. spaceGen moves when
-	// packs grew or the queue shrank, so the cached free space is read
-	// again. unpacked is queueBytes less inPacks, kept as one number so
-	// that the space check reads it without the store mutex (every data
-	// write makes that check).
-	inPacks  atomic.Int64
+	// For the space check (space.go), read without mu (every data write
+	// makes that check). unpacked: queueBytes less what the destage batch
+	// in progress has already written to pack files, which the file
+	// system counts as used while it is still in queueBytes; set back to
+	// queueBytes, under mu and destageMu, as the batch leaves the queue or
+	// fails. admitted: bytes of data writes let in by the space check and
+	// not yet in queueBytes. spaceGen moves when packs grew or the queue
+	// shrank, so the cached free space is read again.
 	unpacked atomic.Int64
 	admitted atomic.Int64
 	spaceGen atomic.Uint64
