@@ -21,6 +21,37 @@ func waitFilter(t *testing.T, s *Store) {
 	}
 }
 
+// writeFlush writes p to v at off and destages it.
+func writeFlush(t *testing.T, s *Store, v *Volume, p []byte, off int64) {
+	t.Helper()
+	if _, err := v.WriteAt(p, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeRandFlush writes n random bytes to v at off and destages them; it
+// returns the bytes.
+func writeRandFlush(t *testing.T, s *Store, v *Volume, off int64, n int) []byte {
+	t.Helper()
+	p := make([]byte, n)
+	rand.Read(p)
+	writeFlush(t, s, v, p, off)
+	return p
+}
+
+// waitFilterSwap waits until a rebuilt filter has replaced old.
+func waitFilterSwap(t *testing.T, s *Store, old *fpFilter, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); s.fpf.Load() == old; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rebuilt filter replaced the old one within 10 s %s", what)
+		}
+	}
+}
+
 // clearFPCache empties c, as a stream of other data would.
 func clearFPCache(c *fpCache) {
 	for i := range c.shards {
@@ -66,12 +97,7 @@ func TestFPFilter(t *testing.T) {
 		// index's cache is emptied first, as a stream of other data
 		// would, so the lookups go through the filter.
 		clearFPCache(s.fpc)
-		if _, err := v.WriteAt(data, 8<<20); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Flush(); err != nil {
-			t.Fatal(err)
-		}
+		writeFlush(t, s, v, data, 8<<20)
 		if n := chunkCount(t, s); n != chunks {
 			t.Fatalf("front %d: writing the same data again made %d chunks, want %d (the filter lost chunks)", front, n, chunks)
 		}
@@ -116,12 +142,7 @@ func TestFPFilter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := v2.WriteAt(data, 16<<20); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Flush(); err != nil {
-			t.Fatal(err)
-		}
+		writeFlush(t, s, v2, data, 16<<20)
 		if n := chunkCount(t, s); n != chunks {
 			t.Fatalf("front %d: after reopening, the same data made %d chunks, want %d", front, n, chunks)
 		}
@@ -165,14 +186,7 @@ func TestFPFilterSizes(t *testing.T) {
 func TestFPFilterRebuildAfterGC(t *testing.T) {
 	_, s, v := frontVolume(t, Options{})
 	bs := s.BlockSize()
-	gone := make([]byte, 4<<20)
-	rand.Read(gone)
-	if _, err := v.WriteAt(gone, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	gone := writeRandFlush(t, s, v, 0, 4<<20)
 	waitFilter(t, s)
 	fps := make([]Fingerprint, len(gone)/bs)
 	for i := range fps {
@@ -188,14 +202,7 @@ func TestFPFilterRebuildAfterGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keep := make([]byte, 2<<20)
-	rand.Read(keep)
-	if _, err := kept.WriteAt(keep, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	keep := writeRandFlush(t, s, kept, 0, 2<<20)
 	old := s.fpf.Load()
 	rep, err := s.GC(context.Background(), GCOptions{})
 	if err != nil {
@@ -205,19 +212,8 @@ func TestFPFilterRebuildAfterGC(t *testing.T) {
 		t.Fatalf("GC freed %d chunks, want %d", rep.ChunksFreed, len(fps))
 	}
 	// Written while the rebuild may still run.
-	more := make([]byte, 1<<20)
-	rand.Read(more)
-	if _, err := kept.WriteAt(more, 4<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); s.fpf.Load() == old; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no rebuilt filter replaced the old one within 10 s of the GC")
-		}
-	}
+	more := writeRandFlush(t, s, kept, 4<<20, 1<<20)
+	waitFilterSwap(t, s, old, "of the GC")
 	maybe := 0
 	for i := range fps {
 		if !s.fpf.Load().absent(&fps[i]) {
@@ -252,14 +248,7 @@ func TestFPFilterRebuildAfterGC(t *testing.T) {
 func TestFPFilterRebuildSeesConcurrentDestage(t *testing.T) {
 	_, s, v := frontVolume(t, Options{})
 	bs := s.BlockSize()
-	old := make([]byte, 1<<20)
-	rand.Read(old)
-	if _, err := v.WriteAt(old, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	writeRandFlush(t, s, v, 0, 1<<20)
 	waitFilter(t, s)
 
 	// The rebuild reads 16 keys, then waits here for the test.
@@ -281,14 +270,7 @@ func TestFPFilterRebuildSeesConcurrentDestage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	junk := make([]byte, 64<<10)
-	rand.Read(junk)
-	if _, err := w.WriteAt(junk, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	writeRandFlush(t, s, w, 0, 64<<10)
 	if err := s.DeleteVolume(w.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -324,11 +306,7 @@ func TestFPFilterRebuildSeesConcurrentDestage(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(resume)
-	for deadline := time.Now().Add(10 * time.Second); s.fpf.Load() == prev; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the rebuilt filter did not replace the old one within 10 s")
-		}
-	}
+	waitFilterSwap(t, s, prev, "of resuming the rebuild")
 	for i := range fps {
 		if s.fpf.Load().absent(&fps[i]) {
 			t.Fatalf("block %d, destaged during the rebuild behind its scan, is ruled out by the new filter", i)
