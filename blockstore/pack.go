@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,6 +43,10 @@ const (
 	// packBufSize is how much a packWriter gathers before writing: large
 	// enough that destage issues few, big writes.
 	packBufSize = 1 << 20
+	// packAlign is the unit of a direct pack write: file offset, length
+	// and buffer address are multiples of it (4 KiB covers devices with
+	// 512-byte and 4 KiB logical blocks).
+	packAlign = 4096
 	// packScanBufSize is scanPack's read size: sequential reads of this
 	// size already run at disk speed, and GC and scrub may scan several
 	// packs at once.
@@ -259,11 +264,20 @@ type packWriter struct {
 	f         *os.File
 	packID    uint64
 	blockSize int
-	buf       []byte // records not yet handed to the file
+	buf       []byte // buf[lead:]: records not yet handed to the file
 	written   int64  // file bytes written (not necessarily durable)
-	synced    int64  // file bytes known durable
-	dirSynced bool   // the pack's directory entry is durable
-	err       error  // set when a rollback failed: the file tail is unknown
+	// direct: f was opened with O_DIRECT, so every write is whole
+	// packAlign blocks from an aligned buffer. buf then starts with the
+	// lead bytes of the last, partial block that are already in the file
+	// (file offsets written-lead .. written), to be written again with
+	// what follows; the file may end in zeros past written, up to the
+	// block's end, until close cuts them off. Without direct, lead is 0.
+	direct    bool
+	lead      int
+	padded    bool  // direct: the file may be longer than written
+	synced    int64 // file bytes known durable
+	dirSynced bool  // the pack's directory entry is durable
+	err       error // set when a rollback failed: the file tail is unknown
 	closed    bool
 
 	// writeAt is f.WriteAt; tests replace it to inject write failures.
@@ -281,8 +295,59 @@ func createPack(path string, id uint64, blockSize int) (*packWriter, error) {
 		return nil, noSpace(err)
 	}
 	w := newPackWriter(f, id, blockSize)
+	w.setDirect()
 	w.queueHeader()
 	return w, nil
+}
+
+// packDirect says whether pack writers use direct I/O; tests turn it off
+// to compare the two ways.
+var packDirect = true
+
+// setDirect switches f to O_DIRECT when the filesystem allows it (tmpfs,
+// for one, does not: the writer then stays buffered). Pack bytes are
+// written once and read back rarely soon after, so copying them into the
+// page cache only to write them out again cost CPU the write path needed:
+// on the 2-vCPU benchmark machine the copy into new page-cache pages was
+// the largest single cost of destage (docs/DESIGN.md, section 24).
+func (w *packWriter) setDirect() {
+	if !packDirect {
+		return
+	}
+	rc, err := w.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		var fl int
+		if fl, serr = unix.FcntlInt(fd, unix.F_GETFL, 0); serr == nil {
+			_, serr = unix.FcntlInt(fd, unix.F_SETFL, fl|unix.O_DIRECT)
+		}
+	}); err != nil || serr != nil {
+		return
+	}
+	w.direct = true
+}
+
+// loadLead reads the partial last block before written into buf, so a
+// direct writer can append after it. REQUIRES: buf holds nothing else.
+func (w *packWriter) loadLead() error {
+	w.lead = 0
+	w.buf = w.buf[:0]
+	if !w.direct || w.written%packAlign == 0 {
+		return nil
+	}
+	lead := int(w.written % packAlign)
+	n, err := w.f.ReadAt(w.buf[:packAlign], w.written-int64(lead))
+	if n < lead {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("blockstore: pack %d: reading the last %d bytes back: %w", w.packID, lead, err)
+	}
+	w.buf, w.lead = w.buf[:lead], lead
+	return nil
 }
 
 // openPackAppend reopens an existing pack to append after its committed
@@ -309,11 +374,15 @@ func openPackAppend(path string, id uint64, blockSize int, committed int64) (*pa
 }
 
 func newPackWriter(f *os.File, id uint64, blockSize int) *packWriter {
+	// Room for the lead, a full buffer and the padding to a block, at an
+	// aligned address.
+	raw := make([]byte, packBufSize+3*packAlign)
+	a := int(-uintptr(unsafe.Pointer(unsafe.SliceData(raw))) & (packAlign - 1))
 	w := &packWriter{
 		f:         f,
 		packID:    id,
 		blockSize: blockSize,
-		buf:       make([]byte, 0, packBufSize),
+		buf:       raw[a : a : a+packBufSize+2*packAlign],
 	}
 	w.writeAt = f.WriteAt
 	return w
@@ -345,7 +414,8 @@ func (w *packWriter) reopen(path string, committed int64) error {
 		}
 	}
 	w.written, w.synced, w.dirSynced = committed, committed, true
-	return nil
+	w.setDirect() // after the buffered reads above
+	return w.loadLead()
 }
 
 func (w *packWriter) queueHeader() {
@@ -356,7 +426,7 @@ func (w *packWriter) queueHeader() {
 func (w *packWriter) id() uint64 { return w.packID }
 
 // size is the pack's length including records not yet written out.
-func (w *packWriter) size() int64 { return w.written + int64(len(w.buf)) }
+func (w *packWriter) size() int64 { return w.written + int64(len(w.buf)-w.lead) }
 
 func (w *packWriter) usable() error {
 	if w.closed {
@@ -379,7 +449,7 @@ func (w *packWriter) append(fp Fingerprint, codec uint8, sealed []byte) (off int
 	if p := sealedLenProblem(uint64(len(sealed)), codec, w.blockSize); p != "" {
 		return 0, fmt.Errorf("blockstore: pack append: %s", p)
 	}
-	if len(w.buf)+chunkHeaderSize+len(sealed) > cap(w.buf) {
+	if len(w.buf)+chunkHeaderSize+len(sealed) > packBufSize+packAlign {
 		if err := w.flush(); err != nil {
 			return 0, err
 		}
@@ -392,18 +462,32 @@ func (w *packWriter) append(fp Fingerprint, codec uint8, sealed []byte) (off int
 
 // flush hands the buffer to the file.
 func (w *packWriter) flush() error {
-	if len(w.buf) == 0 {
+	if len(w.buf) == w.lead {
 		return nil
 	}
-	n, err := w.writeAt(w.buf, w.written)
-	if err == nil && n != len(w.buf) {
+	start, data := w.written-int64(w.lead), w.buf
+	if w.direct {
+		end := (len(data) + packAlign - 1) &^ (packAlign - 1)
+		data = w.buf[:end]
+		clear(data[len(w.buf):])
+	}
+	n, err := w.writeAt(data, start)
+	if err == nil && n != len(data) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
 		return w.fail(err)
 	}
-	w.written += int64(n)
-	w.buf = w.buf[:0]
+	w.written = start + int64(len(w.buf))
+	if !w.direct {
+		w.buf = w.buf[:0]
+		return nil
+	}
+	// Keep the partial last block: the next write starts with it.
+	lead := int(w.written % packAlign)
+	copy(w.buf[:lead], w.buf[len(w.buf)-lead:])
+	w.buf, w.lead = w.buf[:lead], lead
+	w.padded = w.padded || lead != 0
 	return nil
 }
 
@@ -447,17 +531,22 @@ func (w *packWriter) fail(err error) error {
 // rollback drops everything after the last synced size, so a half-written
 // record never stays in the file where a scan would take it for damage.
 func (w *packWriter) rollback() error {
-	w.buf = w.buf[:0]
-	if w.synced < packHeaderSize {
-		// Nothing durable yet, not even the header: start over.
-		w.synced = 0
-		w.queueHeader()
-	}
+	w.buf, w.lead = w.buf[:0], 0
 	if err := w.f.Truncate(w.synced); err != nil {
 		w.err = fmt.Errorf("blockstore: pack %d: tail beyond %d bytes could not be dropped: %w", w.packID, w.synced, err)
 		return err
 	}
-	w.written = w.synced
+	w.written, w.padded = w.synced, false
+	if w.synced < packHeaderSize {
+		// Nothing durable yet, not even the header: start over.
+		w.synced, w.written = 0, 0
+		w.queueHeader()
+		return nil
+	}
+	if err := w.loadLead(); err != nil {
+		w.err = err
+		return err
+	}
 	return nil
 }
 
@@ -481,8 +570,14 @@ func (w *packWriter) close() error {
 		return ErrClosed
 	}
 	err := w.err
-	if err == nil && (len(w.buf) > 0 || w.written > w.synced) {
+	if err == nil && (len(w.buf) > w.lead || w.written > w.synced) {
 		err = w.sync()
+	}
+	if err == nil && w.padded {
+		// Cut the zeros of the last direct write; the size is not
+		// synced (a crash leaves at most a block of zeros past the
+		// committed size, which is not part of the pack).
+		err = w.f.Truncate(w.written)
 	}
 	w.closed = true
 	if cerr := w.f.Close(); err == nil {
