@@ -314,9 +314,15 @@ func (w *packWriter) setDirect() {
 	if !packDirect {
 		return
 	}
-	rc, err := w.f.SyscallConn()
+	w.direct = setODirect(w.f) == nil
+}
+
+// setODirect turns on O_DIRECT for f. Filesystems without direct I/O
+// refuse (EINVAL) and f stays as it was.
+func setODirect(f *os.File) error {
+	rc, err := f.SyscallConn()
 	if err != nil {
-		return
+		return err
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
@@ -324,10 +330,17 @@ func (w *packWriter) setDirect() {
 		if fl, serr = unix.FcntlInt(fd, unix.F_GETFL, 0); serr == nil {
 			_, serr = unix.FcntlInt(fd, unix.F_SETFL, fl|unix.O_DIRECT)
 		}
-	}); err != nil || serr != nil {
-		return
+	}); err != nil {
+		return err
 	}
-	w.direct = true
+	return serr
+}
+
+// alignedBuf returns n bytes at a packAlign-aligned address.
+func alignedBuf(n int) []byte {
+	raw := make([]byte, n+packAlign)
+	a := int(-uintptr(unsafe.Pointer(unsafe.SliceData(raw))) & (packAlign - 1))
+	return raw[a : a+n : a+n]
 }
 
 // loadLead reads the partial last block before written into buf, so a
@@ -376,13 +389,11 @@ func openPackAppend(path string, id uint64, blockSize int, committed int64) (*pa
 func newPackWriter(f *os.File, id uint64, blockSize int) *packWriter {
 	// Room for the lead, a full buffer and the padding to a block, at an
 	// aligned address.
-	raw := make([]byte, packBufSize+3*packAlign)
-	a := int(-uintptr(unsafe.Pointer(unsafe.SliceData(raw))) & (packAlign - 1))
 	w := &packWriter{
 		f:         f,
 		packID:    id,
 		blockSize: blockSize,
-		buf:       raw[a : a : a+packBufSize+2*packAlign],
+		buf:       alignedBuf(packBufSize + 2*packAlign)[:0],
 	}
 	w.writeAt = f.WriteAt
 	return w
