@@ -44,9 +44,10 @@ import (
 )
 
 var (
-	perfScaling = flag.Bool("scaling", false, "run TestStableWriteScaling: 1 vs 64 stable 4 KiB writers, 3 s each, ratio must be >= 10")
-	perfRSS     = flag.Bool("rss", false, "run TestPeakRSS: a child process ingests -rss.size of unique data; its peak RSS must stay under 512 MiB")
-	perfRSSSize = perfByteSize(8 << 30)
+	perfScaling     = flag.Bool("scaling", false, "run TestStableWriteScaling: 1 vs 64 stable 4 KiB writers, 3 s each, ratio must be >= 10")
+	perfScalingTime = flag.Duration("scaling.time", 3*time.Second, "TestStableWriteScaling: how long each writer count runs (longer windows take in more front merges)")
+	perfRSS         = flag.Bool("rss", false, "run TestPeakRSS: a child process ingests -rss.size of unique data; its peak RSS must stay under 512 MiB")
+	perfRSSSize     = perfByteSize(8 << 30)
 	// BenchmarkGCFree's volume: 512 MiB, what make bench's guest rewrites.
 	perfGCFreeSize = perfByteSize(512 << 20)
 	perfBlockSize  = flag.Int("bench.bs", 0, "block size of the stores the benchmarks make (0 = the default)")
@@ -902,7 +903,7 @@ func TestStableWriteScaling(t *testing.T) {
 		t.Skip("enable with -scaling")
 	}
 	env := newPerfStableEnv(t)
-	const d = 3 * time.Second
+	d := *perfScalingTime
 	iops := map[int]float64{}
 	for _, writers := range []int{1, 64} {
 		start, cpu0 := time.Now(), perfCPU()

@@ -76,7 +76,7 @@ var crashLayout = [crashWriters]struct {
 // during a run (and a kill finds destaged entries in the front journal
 // even under the race detector).
 func crashOptions() Options {
-	return Options{MaxLogBytes: 4 << 20, PackSize: 1 << 20, SegmentSize: 1 << 20, CacheBytes: 4 << 20, FrontEntries: 3000,
+	return Options{MaxLogBytes: 4 << 20, PackSize: 1 << 20, SegmentSize: 1 << 20, CacheBytes: 4 << 20, FrontBlocks: 3000,
 		DestageDelay: 40 * time.Millisecond}
 }
 

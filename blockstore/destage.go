@@ -144,7 +144,7 @@ func (s *Store) destage() error {
 	// into the map at once unless map entries already wait in the front
 	// (they must reach the map in log order); its index entries, random
 	// keys, are deferred all the same.
-	seq, direct := 0, s.opts.FrontEntries < 0
+	seq, direct := 0, s.opts.FrontBlocks < 0
 	var prevLayer, prevBlk uint64
 	for _, q := range batch {
 		if q.d.typ != recBlocks || q.d.shrinks {
@@ -157,7 +157,7 @@ func (s *Store) destage() error {
 			prevLayer, prevBlk = q.d.layer, q.d.ops[i].blk
 		}
 	}
-	direct = direct || s.deferred+2*nops > s.opts.FrontEntries
+	direct = direct || s.deferredBlocks+nops > s.opts.FrontBlocks
 	mapDirect := s.deferredMap == 0 && 10*seq >= 9*nops
 
 	// Chunks destaged into the front are not in the index yet: their
@@ -327,6 +327,9 @@ func (s *Store) destage() error {
 	if front != nil && front.nmap+front.nidx > 0 {
 		s.deferred += front.nmap + front.nidx
 		s.deferredMap += front.nmap
+		// A block with both entries counts once: map entries cover every
+		// block of the batch when deferred, index entries only new chunks.
+		s.deferredBlocks += max(front.nmap, front.nidx)
 	}
 	for id, l := range s.truncated {
 		if s.layers[id] != l {

@@ -78,7 +78,7 @@ func chunkCount(t *testing.T, s *Store) int {
 // front on and off); and a filter that says nothing keeps the old path.
 func TestFPFilter(t *testing.T) {
 	for _, front := range []int{0, -1} {
-		dir, s, v := frontVolume(t, Options{FrontEntries: front})
+		dir, s, v := frontVolume(t, Options{FrontBlocks: front})
 		data := make([]byte, 2<<20)
 		rand.Read(data)
 		if _, err := v.WriteAt(data, 0); err != nil {
@@ -107,7 +107,7 @@ func TestFPFilter(t *testing.T) {
 		}
 
 		// Built at Open from the index: no false negatives, few positives.
-		s, err := Open(dir, Options{FrontEntries: front, DestageDelay: time.Hour})
+		s, err := Open(dir, Options{FrontBlocks: front, DestageDelay: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,7 @@ package blockstore
 // checkpoint as before, but its index entries, and its map entries unless
 // the batch is sequential, go into one value of bucket "front" (the
 // journal, in the same transaction), and its pending blocks stay in memory
-// as deferred pblocks that name their chunks. Once FrontEntries wait, or
+// as deferred pblocks that name their chunks. Once FrontBlocks wait, or
 // before a batch with a metadata record or a shrinking truncate (whose
 // effects on the map assume it is complete), or on Flush, GC and Stats, the
 // journal is merged into the map and the index in key order, in
@@ -381,7 +381,7 @@ func (s *Store) frontMerged() {
 			delete(s.fpPending, fp)
 		}
 	}
-	s.deferred, s.deferredMap = 0, 0
+	s.deferred, s.deferredMap, s.deferredBlocks = 0, 0, 0
 	// The index changed: a write whose lookups missed must not mark its
 	// blocks absent (see destageGen).
 	s.destageGen.Add(1)

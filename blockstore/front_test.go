@@ -343,7 +343,7 @@ func TestFrontCrashChild(t *testing.T) {
 		crashFail("bad %s=%q", frontCrashEnv, env)
 	}
 	time.AfterFunc(2*time.Minute, func() { crashFail("not killed") })
-	s, err := Open(dir, Options{DestageDelay: time.Hour, FrontEntries: 1 << 20})
+	s, err := Open(dir, Options{DestageDelay: time.Hour, FrontBlocks: 1 << 20})
 	if err != nil {
 		crashFail("open: %v", err)
 	}
@@ -448,7 +448,7 @@ func TestCrashFront(t *testing.T) {
 func TestFrontMergeInPieces(t *testing.T) {
 	const bs = 4 << 10
 	const n = 3*frontMergeStep/2 + 100 // map entries plus index entries: 4 pieces
-	dir, s, v := frontVolume(t, Options{FrontEntries: 1 << 20})
+	dir, s, v := frontVolume(t, Options{FrontBlocks: 1 << 20})
 	want := make([]byte, n*bs)
 	rng := rand.New(rand.NewPCG(8, 9))
 	fillRand(rng, want)
@@ -562,6 +562,40 @@ func TestFrontSequentialMap(t *testing.T) {
 	}
 	if m, i := bucketLen(t, s, bMap), bucketLen(t, s, bIndex); m != 256 || i != 256 {
 		t.Fatalf("after Flush: map %d, index %d entries; want 256 and 256", m, i)
+	}
+	frontReadsBack(t, s, v.ID(), want, "after the merge")
+}
+
+// TestFrontBoundCountsBlocks: FrontBlocks bounds deferred blocks (the
+// pblocks the front keeps in memory), not entries: random writes of new
+// data defer two entries per block, and 90 such blocks stay within a
+// bound of 100; the batch that would take the front past it merges first.
+func TestFrontBoundCountsBlocks(t *testing.T) {
+	const bs = 4 << 10
+	_, s, v := frontVolume(t, Options{FrontBlocks: 100})
+	rng := rand.New(rand.NewPCG(14, 15))
+	want := make([]byte, 110*bs)
+	fillRand(rng, want)
+	write := func(from, to int) {
+		t.Helper()
+		for _, b := range rng.Perm(to - from) {
+			b += from
+			if _, err := v.WriteAt(want[b*bs:(b+1)*bs], int64(b)*bs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.destage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(0, 60)
+	write(60, 90)
+	if m, d, b := bucketLen(t, s, bMap), s.deferred, s.deferredBlocks; m != 0 || d != 180 || b != 90 {
+		t.Fatalf("90 random blocks under a bound of 100: map %d entries, front %d entries of %d blocks; want 0, 180, 90", m, d, b)
+	}
+	write(90, 110)
+	if m, d, b := bucketLen(t, s, bMap), s.deferred, s.deferredBlocks; m != 110 || d != 0 || b != 0 {
+		t.Fatalf("past the bound: map %d entries, front %d entries of %d blocks; want 110, 0, 0", m, d, b)
 	}
 	frontReadsBack(t, s, v.ID(), want, "after the merge")
 }

@@ -85,7 +85,7 @@ func runModel(t *testing.T, seed uint64, ops, bs int, encrypt bool, front int) {
 	}
 	r := &modelRun{
 		t: t, rng: rand.New(rand.NewPCG(seed, uint64(bs))), dir: dir, bs: bs,
-		opts: Options{MaxLogBytes: 512 << 10, PackSize: 256 << 10, SegmentSize: 1 << 20, CacheBytes: 1 << 20, FrontEntries: front},
+		opts: Options{MaxLogBytes: 512 << 10, PackSize: 256 << 10, SegmentSize: 1 << 20, CacheBytes: 1 << 20, FrontBlocks: front},
 		m:    model{vols: map[VolumeID][]byte{}, layers: map[LayerID][]byte{}, holds: map[LayerID]int{}},
 	}
 	for i := 0; i < 6; i++ {

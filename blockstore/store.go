@@ -95,13 +95,13 @@ type Options struct {
 	// Extension keeps the metadata of the package above in the NVLOG and
 	// bbolt (see Extension).
 	Extension Extension
-	// FrontEntries bounds the map and index entries destage defers (the
-	// front, see docs/DESIGN.md): they are merged into the map and the
-	// index in sorted transactions once this many wait. 0 = 262144 (a map
-	// and an index entry each for 512 MiB of 4 KiB blocks); negative = no
-	// front, every destage writes its entries into the map and the index
-	// directly.
-	FrontEntries int
+	// FrontBlocks bounds the blocks whose map or index entries destage
+	// defers (the front, see docs/DESIGN.md), each held in memory as a
+	// deferred pblock: the entries are merged into the map and the index
+	// in sorted transactions once this many blocks wait. 0 = 262144 (1 GiB
+	// of 4 KiB blocks); negative = no front, every destage writes its
+	// entries into the map and the index directly.
+	FrontBlocks int
 	// FilterBytes is the size of the Bloom filter that lets a write of new
 	// data skip the index lookup (fpfilter.go). 0 = 8 MiB (about 2% false
 	// positives up to 6.7 million chunks); negative = no filter.
@@ -111,14 +111,14 @@ type Options struct {
 }
 
 const (
-	defaultMaxLog       = 64 << 20
-	defaultCache        = 32 << 20
-	defaultFrontEntries = 256 << 10
-	defaultPackSize     = 32 << 20
-	destageBatchBytes   = 16 << 20
-	destageBatchOps     = 64 << 10
-	dbFile              = "meta.db"
-	keyFile             = "datastore.key"
+	defaultMaxLog      = 64 << 20
+	defaultCache       = 32 << 20
+	defaultFrontBlocks = 256 << 10
+	defaultPackSize    = 32 << 20
+	destageBatchBytes  = 16 << 20
+	destageBatchOps    = 64 << 10
+	dbFile             = "meta.db"
+	keyFile            = "datastore.key"
 )
 
 // bbolt buckets and keys (wire format; docs/DESIGN.md, "Metadata").
@@ -207,6 +207,9 @@ type Store struct {
 	// for the map.
 	deferred    int
 	deferredMap int
+	// deferredBlocks counts the blocks of those entries (a block defers a
+	// map entry, an index entry or both): the memory the front holds.
+	deferredBlocks int
 
 	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
 	gcMark *bitset      // non-nil while a GC marks (I7)
@@ -463,8 +466,8 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.ReserveBytes <= 0 {
 		o.ReserveBytes = 2*o.SegmentSize + 32<<20
 	}
-	if o.FrontEntries == 0 {
-		o.FrontEntries = defaultFrontEntries
+	if o.FrontBlocks == 0 {
+		o.FrontBlocks = defaultFrontBlocks
 	}
 	if o.FilterBytes == 0 {
 		o.FilterBytes = defaultFilterBytes
