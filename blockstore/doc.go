@@ -43,11 +43,13 @@
 //     metadata in extension payloads and its own bbolt buckets; the store
 //     hands the payloads back through Load, Replay and Destage.
 //   - Destage: the background step that turns log records into chunks in
-//     packs and entries in bbolt, then truncates the log behind it.
+//     packs and entries in bbolt, then truncates the log behind it. Packs
+//     are written with direct I/O where the filesystem allows it (pack.go).
 //   - Front: the map and index entries of plain block writes that destage
 //     defers: journaled in bbolt bucket "front" with their batch, kept in
-//     memory as deferred pending blocks, and merged into the map and the
-//     index in one sorted transaction now and then (front.go).
+//     memory as deferred pending blocks (at most Options.FrontBlocks), and
+//     merged into the map and the index in sorted transactions now and
+//     then (front.go).
 //   - Quarantine: taking a chunk that failed verification out of the
 //     fingerprint index, so new writes of its content store a good copy.
 //   - Repair: a read of a chunk that failed verification asks the
