@@ -30,7 +30,7 @@ if [[ "$${CI:-}" == true ]]; then echo "make: $(1)" >&2; exit 1; fi; \
 echo "make: warning: $(1)" >&2
 endef
 
-.PHONY: build run test e2e vet fmt-check lint bench bench-go bench-snap fuzz clean versitygw
+.PHONY: build run test e2e e2e-tools vet fmt-check lint bench bench-go bench-snap fuzz clean versitygw
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/dstore ./cmd/dstore
@@ -55,7 +55,7 @@ lint: fmt-check vet
 # The race detector needs cgo and a C compiler. Without them the tests still
 # run locally (with a warning); CI must have them. Then the end-to-end
 # scenarios run, two User-Mode Linux guests at a time (E2E_TEST).
-test: vet fmt-check versitygw
+test: vet fmt-check versitygw e2e-tools
 	@race=-race; \
 	if [[ "$$($(GO) env CGO_ENABLED)" != 1 ]] || ! command -v "$$($(GO) env CC)" >/dev/null 2>&1; then \
 		$(call need,no C compiler (or CGO_ENABLED=0): go test -race cannot run; install gcc); \
@@ -73,10 +73,26 @@ versitygw:
 	@[[ -x .cache/bin/versitygw ]] || GOBIN=$(CURDIR)/.cache/bin $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION) || { \
 		$(call need,could not install versitygw: the S3 tests of objex skip); }
 
+# The tools of the end-to-end scenarios, installed once, before they start,
+# under CI=true: the scenarios run two at a time, and on a fresh machine
+# each one's own install (uml-nfs/run, the harness's fio) raced the other
+# for apt's lock and failed. Elsewhere a missing tool is only reported.
+E2E_TOOLS = linux.uml:user-mode-linux insmod:kmod mkfs.ext4:e2fsprogs fio:fio
+e2e-tools:
+	@missing=; \
+	for t in $(E2E_TOOLS); do command -v "$${t%%:*}" >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	if [[ -z "$$missing" ]]; then exit 0; fi; \
+	if [[ "$${CI:-}" != true ]]; then \
+		echo "make: warning: not installed:$$missing (the e2e scenarios that need them skip; CI=true installs them)" >&2; exit 0; \
+	fi; \
+	echo "make: installing$$missing for the e2e scenarios"; \
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) || { \
+		echo "make: apt-get install$$missing failed" >&2; exit 1; }
+
 # End-to-end tests with the real Linux NFS client in User-Mode Linux guests
 # (../shared/uml-nfs; DSTORE_UMLNFS overrides). Without linux.uml they are
-# skipped, except under CI=true, where uml-nfs/run installs it.
-e2e:
+# skipped, except under CI=true, where e2e-tools installs it.
+e2e: e2e-tools
 	$(GO) test -count=1 -v -timeout $(E2E_TIMEOUT) $(TESTFLAGS) $(E2EFLAGS) ./e2e/
 
 # dstore side by side with NFS-Ganesha, fio, qemu-img, restic and borg, in
