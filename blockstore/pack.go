@@ -274,7 +274,6 @@ type packWriter struct {
 	// block's end, until close cuts them off. Without direct, lead is 0.
 	direct    bool
 	lead      int
-	padded    bool  // direct: the file may be longer than written
 	synced    int64 // file bytes known durable
 	dirSynced bool  // the pack's directory entry is durable
 	err       error // set when a rollback failed: the file tail is unknown
@@ -498,7 +497,6 @@ func (w *packWriter) flush() error {
 	lead := int(w.written % packAlign)
 	copy(w.buf[:lead], w.buf[len(w.buf)-lead:])
 	w.buf, w.lead = w.buf[:lead], lead
-	w.padded = w.padded || lead != 0
 	return nil
 }
 
@@ -547,7 +545,7 @@ func (w *packWriter) rollback() error {
 		w.err = fmt.Errorf("blockstore: pack %d: tail beyond %d bytes could not be dropped: %w", w.packID, w.synced, err)
 		return err
 	}
-	w.written, w.padded = w.synced, false
+	w.written = w.synced
 	if w.synced < packHeaderSize {
 		// Nothing durable yet, not even the header: start over.
 		w.synced, w.written = 0, 0
@@ -584,10 +582,11 @@ func (w *packWriter) close() error {
 	if err == nil && (len(w.buf) > w.lead || w.written > w.synced) {
 		err = w.sync()
 	}
-	if err == nil && w.padded {
-		// Cut the zeros of the last direct write; the size is not
-		// synced (a crash leaves at most a block of zeros past the
-		// committed size, which is not part of the pack).
+	if err == nil && w.direct && w.written%packAlign != 0 {
+		// Cut the zeros the last direct write may have left after the
+		// last record (every earlier write's were written over); the
+		// size is not synced (a crash leaves at most a block of zeros
+		// past the committed size, which is not part of the pack).
 		err = w.f.Truncate(w.written)
 	}
 	w.closed = true
