@@ -33,6 +33,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -467,6 +468,7 @@ func benchIngest(b *testing.B, kind string) {
 	b.SetBytes(perfBatch)
 	b.ReportAllocs()
 	b.ResetTimer()
+	stop := perfProfile(b)
 	cpu0 := perfCPU()
 	for i := 0; i < b.N; i++ {
 		for n := 0; n < perfBatch; n += perfWrite {
@@ -483,6 +485,7 @@ func benchIngest(b *testing.B, kind string) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+	stop()
 	mbps := reportIngest(b, cpu0, disk)
 	b.ReportMetric(mbps/burst, "x-burst")
 	if st, err := s.Stats(); err == nil {
@@ -876,23 +879,43 @@ func benchStableFloor(b *testing.B, copies, writers int) {
 
 // perfProfile starts a CPU profile of the timed part alone when
 // DSTORE_PERF_CPUPROFILE names a file (-test.cpuprofile also covers the
-// setup, here a 1 GiB fill and its destage); the name gets the
-// benchmark's name appended. It returns the stop function.
+// setup, here a 1 GiB fill and its destage), and an execution trace of it
+// when DSTORE_PERF_TRACE does (go tool trace -pprof=sched shows who waited
+// for a processor); the names get the benchmark's name appended. It
+// returns the stop function.
 func perfProfile(b *testing.B) func() {
-	path := os.Getenv("DSTORE_PERF_CPUPROFILE")
-	if path == "" {
-		return func() {}
+	name := func(env string) string {
+		path := os.Getenv(env)
+		if path == "" {
+			return ""
+		}
+		return path + "." + strings.NewReplacer("/", "_", "=", "", ",", "_").Replace(b.Name())
 	}
-	f, err := os.Create(path + "." + strings.NewReplacer("/", "_", "=", "", ",", "_").Replace(b.Name()))
-	if err != nil {
-		b.Fatal(err)
+	var stops []func()
+	if path := name("DSTORE_PERF_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
+	if path := name("DSTORE_PERF_TRACE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			b.Fatal(err)
+		}
+		stops = append(stops, func() { trace.Stop(); f.Close() })
 	}
 	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
+		for _, stop := range stops {
+			stop()
+		}
 	}
 }
 

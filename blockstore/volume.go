@@ -8,7 +8,6 @@ import (
 	"io"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -882,41 +881,6 @@ func (lv *LayerView) Size() int64 {
 		return l.rec.size
 	}
 	return 0
-}
-
-// parallel runs fn over [0, n) split across the CPUs when n is large enough
-// to pay for the goroutines. The range is cut into pieces of at least
-// minPer that the goroutines take in turn, so a core that is also busy
-// elsewhere (destage, the log) takes fewer and nobody waits for it: with
-// one fixed half per core, a write waited for the slower core.
-func parallel(n int, fn func(lo, hi int)) {
-	const minPer = 16
-	w := min(workers(), n/minPer)
-	if w <= 1 {
-		fn(0, n)
-		return
-	}
-	per := max(minPer, n/(4*w))
-	var next atomic.Int64
-	work := func() {
-		for {
-			lo := int(next.Add(int64(per))) - per
-			if lo >= n {
-				return
-			}
-			fn(lo, min(lo+per, n))
-		}
-	}
-	var wg sync.WaitGroup
-	for range w - 1 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			work()
-		}()
-	}
-	work()
-	wg.Wait()
 }
 
 // allocTTL is how long Allocated trusts its last count.
