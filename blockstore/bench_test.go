@@ -884,34 +884,23 @@ func benchStableFloor(b *testing.B, copies, writers int) {
 // for a processor); the names get the benchmark's name appended. It
 // returns the stop function.
 func perfProfile(b *testing.B) func() {
-	name := func(env string) string {
+	var stops []func()
+	start := func(env string, begin func(io.Writer) error, end func()) {
 		path := os.Getenv(env)
 		if path == "" {
-			return ""
+			return
 		}
-		return path + "." + strings.NewReplacer("/", "_", "=", "", ",", "_").Replace(b.Name())
-	}
-	var stops []func()
-	if path := name("DSTORE_PERF_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
+		f, err := os.Create(path + "." + strings.NewReplacer("/", "_", "=", "", ",", "_").Replace(b.Name()))
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if err := begin(f); err != nil {
 			b.Fatal(err)
 		}
-		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+		stops = append(stops, func() { end(); f.Close() })
 	}
-	if path := name("DSTORE_PERF_TRACE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := trace.Start(f); err != nil {
-			b.Fatal(err)
-		}
-		stops = append(stops, func() { trace.Stop(); f.Close() })
-	}
+	start("DSTORE_PERF_CPUPROFILE", pprof.StartCPUProfile, pprof.StopCPUProfile)
+	start("DSTORE_PERF_TRACE", trace.Start, trace.Stop)
 	return func() {
 		for _, stop := range stops {
 			stop()
