@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/dstore/dstore/internal/par"
 	"github.com/klauspost/compress/s2"
 	bolt "go.etcd.io/bbolt"
 )
@@ -155,7 +156,7 @@ func (s *Store) ReadExport(blocks []ExportBlock) ([]ExportData, error) {
 		return nil, err
 	}
 	errs := make([]error, len(mem))
-	parallel(len(mem), func(lo, hi int) {
+	par.Do(len(mem), func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			pb := blocks[mem[j]].pb
 			out[mem[j]], errs[j] = s.openExport(pb.fp, pb.codec, pb.sealed)
@@ -221,7 +222,7 @@ func (s *Store) readExportChunks(ids []uint64, at []int, out []ExportData) error
 			return fmt.Errorf("blockstore: reading pack %d at %d: %w", pack, lo, err)
 		}
 		errs := make([]error, len(run))
-		parallel(len(run), func(a, b int) {
+		par.Do(len(run), func(a, b int) {
 			for k := a; k < b; k++ {
 				l := &run[k]
 				out[l.at], errs[k] = s.openExportRecord(buf[l.rec.off-lo:], l.rec)

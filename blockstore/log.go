@@ -1194,10 +1194,11 @@ func (l *nvlog) flusher() {
 		if l.cur != nil {
 			l.flushSeq = l.cur.seq
 		}
+		// Waiters for durability wait on b.done; appenders waiting for
+		// buffer room wake when nextBatchLocked swaps the filling batch.
 		close(b.done)
 		l.flushing = nil
 		l.free = b
-		l.cond.Broadcast()
 	}
 	l.flusherDone = true
 	// Waiters of batches that will never be flushed learn it from l.err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/dstore/dstore/internal/par"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -328,7 +329,7 @@ func (s *Store) FillRemote(id LayerID, blocks []uint64, data [][]byte) ([]Finger
 	}
 	ops := make([]blockOp, len(blocks))
 	fps := make([]Fingerprint, len(blocks))
-	parallel(len(blocks), func(lo, hi int) {
+	par.Do(len(blocks), func(lo, hi int) {
 		var some [][]byte
 		var at []int
 		for i := lo; i < hi; i++ {
@@ -391,7 +392,7 @@ func (s *Store) FillRemote(id LayerID, blocks []uint64, data [][]byte) ([]Finger
 			}
 		}
 	}
-	parallel(len(seal), func(lo, hi int) {
+	par.Do(len(seal), func(lo, hi int) {
 		for _, i := range seal[lo:hi] {
 			ops[i].codec, ops[i].sealed = s.seal.seal(nil, ops[i].fp, data[i])
 		}

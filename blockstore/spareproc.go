@@ -33,10 +33,3 @@ func spareProc(logger *slog.Logger) {
 }
 
 var spareProcOnce sync.Once
-
-// workers is how many goroutines CPU-bound work should be split across:
-// the CPUs, not the processors (spareProc adds one that has no CPU of its
-// own).
-func workers() int {
-	return min(runtime.GOMAXPROCS(0), runtime.NumCPU())
-}

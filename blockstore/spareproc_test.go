@@ -1,6 +1,7 @@
 package blockstore
 
 import (
+	"github.com/dstore/dstore/internal/par"
 	"os"
 	"runtime"
 	"testing"
@@ -34,7 +35,7 @@ func TestSpareProc(t *testing.T) {
 	if got := runtime.GOMAXPROCS(0); got != want {
 		t.Fatalf("GOMAXPROCS %d after opening stores (was %d at start), want %d", got, gomaxprocsAtStart, want)
 	}
-	if w := workers(); w != min(want, runtime.NumCPU()) {
-		t.Fatalf("workers() = %d with %d CPUs and GOMAXPROCS %d", w, runtime.NumCPU(), want)
+	if w := par.Workers(); w != min(want, runtime.NumCPU()) {
+		t.Fatalf("par.Workers() = %d with %d CPUs and GOMAXPROCS %d", w, runtime.NumCPU(), want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/dstore/dstore/internal/coarse"
+	"github.com/dstore/dstore/internal/par"
 )
 
 // chain is a volume's resolved layer stack at one metadata generation.
@@ -554,7 +555,7 @@ func (s *Store) writeBlocks(vs *volState, p []byte, off int64, mode uint8, size 
 		errOne error
 	)
 	miss := make([]bool, n) // kindData and in neither the front nor the index
-	parallel(n, func(lo, hi int) {
+	par.Do(n, func(lo, hi int) {
 		data := make([][]byte, 0, hi-lo) // this range's blocks that are not zeros
 		at := make([]int, 0, hi-lo)      // their indices in ops
 		for i := lo; i < hi; i++ {

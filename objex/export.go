@@ -5,12 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/dstore/dstore/blockstore"
+	"github.com/dstore/dstore/internal/par"
 	"github.com/dstore/dstore/snapstore"
 	bolt "go.etcd.io/bbolt"
 )
@@ -356,12 +355,14 @@ func (e *exporter) file(ctx context.Context, layer blockstore.LayerID, size int6
 		}
 		// Chunk IDs and compression on all CPUs.
 		newIDs := make([]ChunkID, len(data))
-		parallelDo(len(data), func(k int) {
-			d := &data[k]
-			newIDs[k] = e.t.keys.chunkID(d.Plain)
-			if d.Codec == blockstore.CodecRaw {
-				if z, ok := blockstore.CompressS2(d.Plain); ok {
-					d.Codec, d.Packed = blockstore.CodecS2, z
+		par.Do(len(data), func(lo, hi int) {
+			for k := lo; k < hi; k++ {
+				d := &data[k]
+				newIDs[k] = e.t.keys.chunkID(d.Plain)
+				if d.Codec == blockstore.CodecRaw {
+					if z, ok := blockstore.CompressS2(d.Plain); ok {
+						d.Codec, d.Packed = blockstore.CodecS2, z
+					}
 				}
 			}
 		})
@@ -502,29 +503,6 @@ func (e *exporter) addRecord(ctx context.Context, id ChunkID, d blockstore.Expor
 		}
 	}
 	return idx, nil
-}
-
-// parallelDo runs fn(0..n-1) on all CPUs.
-func parallelDo(n int, fn func(i int)) {
-	w := min(runtime.GOMAXPROCS(0), runtime.NumCPU(), n/16)
-	if w <= 1 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	per := (n + w - 1) / w
-	for lo := 0; lo < n; lo += per {
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				fn(i)
-			}
-		}(lo, min(lo+per, n))
-	}
-	wg.Wait()
 }
 
 // flush hands the object being built to the uploader.

@@ -1,4 +1,4 @@
-package blockstore
+package par
 
 import (
 	"sync"
@@ -7,11 +7,11 @@ import (
 	"time"
 )
 
-// TestParallelCoversOnce runs parallel from several goroutines at once, with
+// TestDoCoversOnce runs Do from several goroutines at once, with
 // sizes around the split thresholds, and checks that every index of every
 // call is run exactly once and that each call returns only after all its
 // pieces are done (a helper's last piece included).
-func TestParallelCoversOnce(t *testing.T) {
+func TestDoCoversOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)
@@ -20,7 +20,7 @@ func TestParallelCoversOnce(t *testing.T) {
 			for round := range 200 {
 				n := []int{0, 1, 15, 16, 31, 32, 33, 100, 256, 1000}[(round+g)%10]
 				seen := make([]atomic.Int32, n)
-				parallel(n, func(lo, hi int) {
+				Do(n, func(lo, hi int) {
 					if round%7 == 0 {
 						time.Sleep(50 * time.Microsecond) // a slow piece: the caller must wait for it
 					}
@@ -40,17 +40,17 @@ func TestParallelCoversOnce(t *testing.T) {
 	wg.Wait()
 }
 
-// TestParallelHelpersJoin checks that the pool's helpers take pieces of a
+// TestDoHelpersJoin checks that the pool's helpers take pieces of a
 // call (on a machine with more than one CPU): pieces of one call must run
-// side by side, or parallel is a plain loop.
-func TestParallelHelpersJoin(t *testing.T) {
-	if workers() < 2 {
+// side by side, or Do is a plain loop.
+func TestDoHelpersJoin(t *testing.T) {
+	if Workers() < 2 {
 		t.Skip("one CPU")
 	}
 	helped := 0
 	for range 20 {
 		var inflight, most atomic.Int32
-		parallel(1024, func(lo, hi int) {
+		Do(1024, func(lo, hi int) {
 			now := inflight.Add(1)
 			for {
 				m := most.Load()

@@ -1,4 +1,4 @@
-package blockstore
+package par
 
 import (
 	"runtime"
@@ -7,7 +7,14 @@ import (
 	"time"
 )
 
-// parallel runs fn over [0, n) split across the CPUs when n is large enough
+// Workers is how many goroutines CPU-bound work should be split across:
+// the CPUs, not the scheduler's processors (blockstore adds a processor
+// that has no CPU of its own for its I/O threads).
+func Workers() int {
+	return min(runtime.GOMAXPROCS(0), runtime.NumCPU())
+}
+
+// Do runs fn over [0, n) split across the CPUs when n is large enough
 // to pay for it. The range is cut into pieces of at least minPer that the
 // caller and the pool's helpers take in turn, so a core that is also busy
 // elsewhere (destage, the log) takes fewer and nobody waits for it: with
@@ -17,39 +24,27 @@ import (
 // processor at every turn) for helperSpin after their last piece before
 // they park. Why: on this machine's VM a parked thread took 150-300 µs to
 // run a goroutine readied for it, about half of a 1 MiB write's hashing,
-// so a helper started per call (as parallel did) arrived when the caller
-// had done most of the pieces itself (DESIGN 24, eighth pass). A stream
-// of large writes keeps the helpers awake; anything else costs at most
-// helperSpin of CPU after each call.
-func parallel(n int, fn func(lo, hi int)) {
+// so a helper started per call (as blockstore's parallel did) arrived when
+// the caller had done most of the pieces itself (docs/DESIGN.md 24, eighth
+// pass). A stream of large writes keeps the helpers awake; anything else
+// costs at most helperSpin of CPU after each call.
+func Do(n int, fn func(lo, hi int)) {
 	const minPer = 16
-	w := min(workers(), n/minPer)
+	w := min(Workers(), n/minPer)
 	if w <= 1 {
 		fn(0, n)
 		return
 	}
-	j := &pjob{fn: fn, n: int64(n), per: int64(max(minPer, n/(4*w)))}
+	j := &pjob{fn: fn, n: int64(n), per: int64(max(minPer, n/(4*w))), done: make(chan struct{})}
 	j.left.Store(int64(n))
 	thePool.submit(j, w-1)
 	j.work()
 	// Every piece is taken; wait for the helpers' last ones. A piece is
-	// short (tens of µs), so the caller spins before it parks.
-	for spins := 0; j.left.Load() > 0; spins++ {
-		if spins < 1000 {
-			runtime.Gosched()
-			continue
-		}
-		j.mu.Lock()
-		if j.left.Load() > 0 {
-			j.waiting = make(chan struct{})
-			ch := j.waiting
-			j.mu.Unlock()
-			<-ch
-		} else {
-			j.mu.Unlock()
-		}
-		break
+	// short (tens of µs), so the caller yields a while before it parks.
+	for spins := 0; j.left.Load() > 0 && spins < 1000; spins++ {
+		runtime.Gosched()
 	}
+	<-j.done
 	// The pool keeps no reference to a finished call's closure.
 	thePool.cur.CompareAndSwap(j, nil)
 }
@@ -58,16 +53,14 @@ func parallel(n int, fn func(lo, hi int)) {
 // it parks.
 const helperSpin = 300 * time.Microsecond
 
-// pjob is one call of parallel.
+// pjob is one call of Do.
 type pjob struct {
 	fn   func(lo, hi int)
 	n    int64
 	per  int64
-	next atomic.Int64 // the start of the next piece to take
-	left atomic.Int64 // blocks not yet done
-
-	mu      sync.Mutex
-	waiting chan struct{} // closed when left reaches 0, if the caller parked
+	next atomic.Int64  // the start of the next piece to take
+	left atomic.Int64  // blocks not yet done
+	done chan struct{} // closed by whoever brings left to 0
 }
 
 // open reports whether the job has pieces nobody has taken yet.
@@ -83,16 +76,12 @@ func (j *pjob) work() {
 		hi := min(lo+j.per, j.n)
 		j.fn(int(lo), int(hi))
 		if j.left.Add(lo-hi) == 0 {
-			j.mu.Lock()
-			if j.waiting != nil {
-				close(j.waiting)
-			}
-			j.mu.Unlock()
+			close(j.done)
 		}
 	}
 }
 
-// pool is the helpers parallel shares its pieces with: workers()-1 of
+// pool is the helpers Do shares its pieces with: Workers()-1 of
 // them, started on first use.
 type pool struct {
 	once   sync.Once
@@ -106,7 +95,7 @@ var thePool pool
 // submit offers j to the helpers, waking up to want parked ones.
 func (p *pool) submit(j *pjob, want int) {
 	p.once.Do(func() {
-		nh := max(workers()-1, 1)
+		nh := max(Workers()-1, 1)
 		p.wake = make(chan struct{}, nh)
 		for range nh {
 			go p.helper()
