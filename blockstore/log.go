@@ -67,6 +67,10 @@ var (
 
 var errLogShort = errors.New("nvlog: record extends past the available bytes")
 
+// errLogInvariant marks a failure of the log's own bookkeeping (a bug), as
+// opposed to one of the disk.
+var errLogInvariant = errors.New("nvlog: invariant broken")
+
 type logOptions struct {
 	SegmentSize int64         // bytes per segment file, header included; 0 = 64 MiB
 	FlushDelay  time.Duration // max delay before unstable data is written; 0 = 2ms
@@ -1294,8 +1298,12 @@ func (l *nvlog) writeCur(b *logBatch, from, to int) error {
 	}
 	s := l.cur
 	lsn := b.start + LSN(from)
-	if lsn < s.start || lsn+LSN(to-from) > s.limit() {
-		panic(fmt.Sprintf("nvlog: batch [%d,%d) outside segment %d [%d,%d)", lsn, lsn+LSN(to-from), s.seq, s.start, s.limit()))
+	if lsn < s.start || lsn > s.limit() || LSN(to-from) > s.limit()-lsn {
+		// A broken invariant of the append path. It fails the log, as an
+		// I/O error would: writes get the error and nothing is written
+		// out of place; the process, and whatever else it serves, goes on.
+		return fmt.Errorf("nvlog: internal error: batch [%d,%d) lies outside segment %d [%d,%d): %w",
+			lsn, lsn+LSN(to-from), s.seq, s.start, s.limit(), errLogInvariant)
 	}
 	if _, err := s.f.WriteAt(b.buf[from:to], logSegHeaderSize+int64(lsn-s.start)); err != nil {
 		return fmt.Errorf("nvlog: write %s: %w", s.path, err)

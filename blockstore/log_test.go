@@ -945,3 +945,29 @@ func BenchmarkLogAppendSync(b *testing.B) {
 		})
 	}
 }
+
+// TestLogWriteOutsideSegmentFails: a batch that does not fit the current
+// segment (a broken invariant of the append path) is an error that fails
+// the log, not a panic on the flusher goroutine that would take down the
+// process.
+func TestLogWriteOutsideSegmentFails(t *testing.T) {
+	dir := t.TempDir()
+	l, _, _ := replayAll(t, dir, logOptions{SegmentSize: 64 << 10}, 0)
+	end, err := l.append([]byte("durable"))
+	if err == nil {
+		err = l.waitDurable(end)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The flusher is idle (waitDurable returned), so l.cur is stable.
+	seg := l.cur
+	// Past the end, across it, and so far that the end LSN wraps round.
+	for _, start := range []LSN{seg.limit() + 8, seg.limit() - 8, ^LSN(0) - 8} {
+		b := &logBatch{start: start, buf: make([]byte, 64)}
+		err := l.writeCur(b, 0, len(b.buf))
+		if !errors.Is(err, errLogInvariant) {
+			t.Fatalf("batch at %d over segment [%d,%d): %v, want errLogInvariant", start, seg.start, seg.limit(), err)
+		}
+	}
+}
