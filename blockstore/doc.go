@@ -86,7 +86,7 @@
 // A write longer than 4 MiB is logged as several records, each atomic on
 // its own. Open raises GOMAXPROCS by one, once per process, unless the
 // environment sets it: the log's flusher and the destage loop sit in
-// system calls on locked threads, holding a scheduler processor, and the
+// system calls, each holding a scheduler processor, and the
 // writers they wake need another to run on (docs/DESIGN.md section 16).
 // The blocks of a large write are fingerprinted, looked up and sealed on
 // all CPUs by internal/par's helpers, which stay awake for 300 µs after

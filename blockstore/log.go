@@ -1177,7 +1177,6 @@ func (l *nvlog) close() error {
 // fdatasyncs it while appenders fill the other buffer, then wakes waiters.
 func (l *nvlog) flusher() {
 	defer close(l.done)
-	_ = ioFlusherThread() // best effort; the destage loop logs a refusal
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	l.mu.Lock()
@@ -1265,8 +1264,10 @@ func (l *nvlog) nextBatchLocked(timer *time.Timer) *logBatch {
 
 // writeBatch writes b and makes it durable. Before a batch moves on to a new
 // segment the old one is synced, so a segment whose header is on disk always
-// follows a complete predecessor.
+// follows a complete predecessor. The batch is written and synced from a
+// thread marked as an I/O flusher for the while (ioFlusherSpan).
 func (l *nvlog) writeBatch(b *logBatch) error {
+	defer ioFlusherSpan()()
 	pos := 0
 	for _, c := range b.cuts {
 		if err := l.writeCur(b, pos, c.off); err != nil {

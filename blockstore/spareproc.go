@@ -11,8 +11,9 @@ import (
 // default, once per process, unless GOMAXPROCS is set in the environment
 // (the operator's choice stands).
 //
-// Why: the log's flusher and the destage loop run on locked OS threads
-// (ioFlusherThread) and spend most of their time in pwrite and fdatasync.
+// Why: the log's flusher and the destage loop spend most of their time in
+// pwrite and fdatasync (on threads marked as I/O flushers: ioFlusherSpan,
+// ioFlusherThread).
 // A goroutine in a system call keeps its P until the runtime's monitor
 // takes it back, and the writers the flusher has just woken wait in that
 // P's run queue meanwhile. With 64 stable 4 KiB writers on 2 CPUs they
