@@ -48,8 +48,9 @@ var ioFlusherRefused atomic.Bool
 // the next batch unpinned: a pinned goroutine that blocks hands its
 // processor to another thread and must have its own thread woken to go on,
 // and on the benchmark VM, whose idle CPUs take 120-290 µs to wake, one
-// stable writer went 5-25% faster without it (DESIGN 24, ninth pass). Two
-// prctl calls per flush, against a flush of 150 µs or more.
+// stable writer went 2-31% faster without it in three pairs (DESIGN 24,
+// ninth pass). Two prctl calls per flush, against a flush of 150 µs or
+// more.
 func ioFlusherSpan() func() {
 	if ioFlusherRefused.Load() {
 		return func() {}
