@@ -650,24 +650,39 @@ func newPerfStableEnv(tb testing.TB) *perfStableEnv {
 // spread over the first nvols volumes, from writers goroutines, until n
 // writes are done (n > 0) or d has passed (d > 0). It returns the writes done.
 func (e *perfStableEnv) run(writers, nvols int, n int64, d time.Duration) (int64, error) {
+	var stamp atomic.Uint64
+	return runWriters(writers, n, d, func(w int) func() error {
+		rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+		buf := make([]byte, perfIO)
+		perfRandom(buf, uint64(w)+100)
+		return func() error {
+			binary.LittleEndian.PutUint64(buf, stamp.Add(1))
+			v := e.vols[rng.IntN(nvols)]
+			off := rng.Int64N(perfRegion/perfIO) * perfIO
+			_, err := v.WriteAtStable(buf, off)
+			return err
+		}
+	})
+}
+
+// runWriters runs writers goroutines, each calling its own op (made by
+// newOp for writer w) again and again, until n calls are done (n > 0) or
+// d has passed (d > 0), or an op fails. It returns the calls that
+// succeeded and the first error.
+func runWriters(writers int, n int64, d time.Duration, newOp func(w int) func() error) (int64, error) {
 	var (
 		claimed, done atomic.Int64
 		firstErr      error
 		errOnce       sync.Once
 		wg            sync.WaitGroup
 		deadline      time.Time
-		stamp         atomic.Uint64
 	)
 	if d > 0 {
 		deadline = time.Now().Add(d)
 	}
 	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-			buf := make([]byte, perfIO)
-			perfRandom(buf, uint64(w)+100)
+		op := newOp(w)
+		wg.Go(func() {
 			for {
 				if n > 0 && claimed.Add(1) > n {
 					return
@@ -675,16 +690,13 @@ func (e *perfStableEnv) run(writers, nvols int, n int64, d time.Duration) (int64
 				if d > 0 && time.Now().After(deadline) {
 					return
 				}
-				binary.LittleEndian.PutUint64(buf, stamp.Add(1))
-				v := e.vols[rng.IntN(nvols)]
-				off := rng.Int64N(perfRegion/perfIO) * perfIO
-				if _, err := v.WriteAtStable(buf, off); err != nil {
+				if err := op(); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}
 				done.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return done.Load(), firstErr
@@ -886,49 +898,26 @@ func (fl *stableFloor) flusher(second bool) {
 // until n writes are done (n > 0) or d has passed (d > 0). It returns the
 // writes done.
 func (fl *stableFloor) run(writers int, n int64, d time.Duration) (int64, error) {
-	var claimed, done atomic.Int64
-	var deadline time.Time
-	if d > 0 {
-		deadline = time.Now().Add(d)
-	}
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			block := make([]byte, perfIO)
-			perfRandom(block, uint64(w)+200)
-			var hdr [64]byte
-			for {
-				if n > 0 && claimed.Add(1) > n {
-					return
-				}
-				if d > 0 && time.Now().After(deadline) {
-					return
-				}
-				binary.LittleEndian.PutUint64(block, uint64(done.Load()))
-				fl.mu.Lock()
-				fl.fill = append(append(fl.fill, hdr[:]...), block...)
-				fl.fillEnd += int64(len(hdr) + len(block))
-				mine := fl.fillEnd
-				fl.cond.Broadcast()
-				for fl.durable < mine && fl.ioErr == nil {
-					fl.cond.Wait()
-				}
-				err := fl.ioErr
-				fl.mu.Unlock()
-				if err != nil {
-					return
-				}
-				done.Add(1)
+	return runWriters(writers, n, d, func(w int) func() error {
+		block := make([]byte, perfIO)
+		perfRandom(block, uint64(w)+200)
+		var hdr [64]byte
+		var i uint64
+		return func() error {
+			i++
+			binary.LittleEndian.PutUint64(block, i)
+			fl.mu.Lock()
+			defer fl.mu.Unlock()
+			fl.fill = append(append(fl.fill, hdr[:]...), block...)
+			fl.fillEnd += int64(len(hdr) + len(block))
+			mine := fl.fillEnd
+			fl.cond.Broadcast()
+			for fl.durable < mine && fl.ioErr == nil {
+				fl.cond.Wait()
 			}
-		}()
-	}
-	wg.Wait()
-	fl.mu.Lock()
-	err := fl.ioErr
-	fl.mu.Unlock()
-	return done.Load(), err
+			return fl.ioErr
+		}
+	})
 }
 
 // close stops the flusher and the second writer and returns the first
