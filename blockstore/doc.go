@@ -86,14 +86,15 @@
 // A write longer than 4 MiB is logged as several records, each atomic on
 // its own. Open raises GOMAXPROCS by one, once per process, unless the
 // environment sets it: the log's flusher and the destage loop sit in
-// system calls, each holding a scheduler processor, and the
-// writers they wake need another to run on (docs/DESIGN.md section 16).
-// The blocks of a large write are fingerprinted, looked up and sealed on
-// all CPUs by internal/par's helpers, which stay awake for 300 µs after
-// each write before they park. The function given to Update runs under
-// the store mutex and must not call other Store methods. Quarantine removes index entries outside
-// GC and does not yet check for pending references to them, which can stop
-// destage (docs/DESIGN.md, "Known limits and open work").
+// system calls, each holding a scheduler processor, and the writers they
+// wake need another to run on (docs/DESIGN.md section 16). The blocks of a
+// large write are fingerprinted, looked up and sealed on all CPUs by
+// internal/par's helpers, which stay awake for 300 µs after each write
+// before they park. The function given to Update runs under the store
+// mutex and must not call other Store methods. Quarantine removes index
+// entries outside GC and does not yet check for pending references to
+// them, which can stop destage (docs/DESIGN.md, "Known limits and open
+// work").
 //
 // The on-disk formats (NVLOG records, packs, bbolt buckets) are specified
 // byte by byte in docs/DESIGN.md; constants marked "wire format" here must
