@@ -233,17 +233,38 @@ func (s *Store) readRun(locs []chunkLoc, lo, hi int64, out [][]byte) error {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("blockstore: reading pack %d at %d: %w", pack, lo, err)
 	}
-	// Decode every chunk of the run, then verify them all side by side
-	// (fphash): no chunk is cached or returned before it is verified (I5).
+	datas, errs := s.openRun(pack, buf[:n], lo, locs)
+	for k, l := range locs {
+		data, err := datas[k], errs[k]
+		if err != nil {
+			s.logger.Error("blockstore: corrupt chunk", "chunk", l.id, "pack", pack, "offset", l.rec.off, "err", err)
+			s.quarantineChunk(l.id, l.rec.fp)
+			good, ok := s.repairRead(l.id, l.rec, err)
+			if !ok {
+				return fmt.Errorf("chunk %d (pack %d offset %d): %w", l.id, pack, l.rec.off, err)
+			}
+			data = good
+		}
+		s.cache.put(l.id, data)
+		out[l.at] = data
+	}
+	return nil
+}
+
+// openRun decodes the chunks of one run read from pack (buf holds the
+// pack's bytes from offset lo on), then verifies them all side by side
+// (fphash). A chunk that fails has an error and no data: nothing is
+// returned before it is verified (I5).
+func (s *Store) openRun(pack uint64, buf []byte, lo int64, locs []chunkLoc) ([][]byte, []error) {
 	datas := make([][]byte, len(locs))
 	errs := make([]error, len(locs))
 	plain := make([][]byte, 0, len(locs))
 	for k, l := range locs {
 		rel := l.rec.off - lo
-		if end := rel + int64(chunkHeaderSize+l.rec.n); end > int64(n) {
+		if end := rel + int64(chunkHeaderSize+l.rec.n); rel < 0 || end > int64(len(buf)) {
 			// The chunk table points past the end of the pack.
 			errs[k] = fmt.Errorf("blockstore: pack %d is shorter than its chunks (%w): %w", pack, io.ErrUnexpectedEOF, ErrCorrupt)
-		} else if datas[k], errs[k] = s.openChunkUnverified(buf[rel:], l.rec); errs[k] == nil {
+		} else if datas[k], errs[k] = s.openChunkUnverified(buf[rel:end], l.rec); errs[k] == nil {
 			plain = append(plain, datas[k])
 		}
 	}
@@ -260,21 +281,7 @@ func (s *Store) readRun(locs []chunkLoc, lo, hi int64, out [][]byte) error {
 		}
 		j++
 	}
-	for k, l := range locs {
-		data, err := datas[k], errs[k]
-		if err != nil {
-			s.logger.Error("blockstore: corrupt chunk", "chunk", l.id, "pack", pack, "offset", l.rec.off, "err", err)
-			s.quarantineChunk(l.id, l.rec.fp)
-			good, ok := s.repairRead(l.id, l.rec, err)
-			if !ok {
-				return fmt.Errorf("chunk %d (pack %d offset %d): %w", l.id, pack, l.rec.off, err)
-			}
-			data = good
-		}
-		s.cache.put(l.id, data)
-		out[l.at] = data
-	}
-	return nil
+	return datas, errs
 }
 
 // openChunk decodes and verifies one chunk record against its chunk table
@@ -311,7 +318,11 @@ type bitset struct {
 
 func newBitset(n uint64) *bitset { return &bitset{w: make([]uint64, n/64+1)} }
 
+// set marks i. A nil bitset ignores it (no GC is marking).
 func (b *bitset) set(i uint64) {
+	if b == nil {
+		return
+	}
 	b.mu.Lock()
 	if i/64 < uint64(len(b.w)) {
 		b.w[i/64] |= 1 << (i % 64)

@@ -648,6 +648,9 @@ func (s *Store) applyBatch(tx *bolt.Tx, batch []*qrec, fresh map[Fingerprint]*ne
 					return nil, fmt.Errorf("layer %d block %d: %w", q.d.layer, op.blk, err)
 				}
 				ids[qi][i] = id
+				// The barrier for GC's lock-free map walk: a map entry
+				// written while it marks keeps its chunk (section 11).
+				s.gcMark.set(id)
 				if front != nil && front.maps {
 					front.putMap(key[:], id)
 					continue
@@ -764,7 +767,7 @@ func (s *Store) applyEffectTx(mb, vb *bolt.Bucket, lt *txLayers, e *effect) erro
 	case effDelVolume:
 		return vb.Delete(u64b(e.id))
 	case effMerge:
-		if err := mergeEntries(mb, e.lineage, e.id, e.other, e.limit); err != nil {
+		if err := mergeEntries(mb, e.lineage, e.id, e.other, e.limit, s.gcMark); err != nil {
 			return err
 		}
 		return lt.del(e.id)
@@ -779,8 +782,9 @@ func (s *Store) applyEffectTx(mb, vb *bolt.Bucket, lt *txLayers, e *effect) erro
 
 // mergeEntries moves the entries of layer from into its only child into,
 // except where into has its own entry or the block is not visible through
-// into (at or above vis).
-func mergeEntries(mb *bolt.Bucket, lineage, from, into, vis uint64) error {
+// into (at or above vis). Each moved entry's chunk is marked in mark (the
+// barrier for GC's lock-free map walk; nil when no GC marks).
+func mergeEntries(mb *bolt.Bucket, lineage, from, into, vis uint64, mark *bitset) error {
 	var start [24]byte
 	mapKey(start[:], lineage, 0, 0)
 	type kv struct{ k, v []byte }
@@ -804,6 +808,9 @@ func mergeEntries(mb *bolt.Bucket, lineage, from, into, vis uint64) error {
 	for _, m := range moves {
 		if mb.Get(m.k) != nil {
 			continue
+		}
+		if len(m.v) == 8 {
+			mark.set(binary.LittleEndian.Uint64(m.v))
 		}
 		if err := mb.Put(m.k, m.v); err != nil {
 			return err

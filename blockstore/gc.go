@@ -42,73 +42,38 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		o.Threshold = 0.5
 	}
 	rep := GCReport{DryRun: o.DryRun}
-	s.destageMu.Lock()
-	defer s.destageMu.Unlock()
-	s.mu.Lock()
-	closed := s.closed.Load()
-	s.mu.Unlock()
-	if closed {
-		return rep, ErrClosed
-	}
-	// The mark walks the map and the sweep edits the index: both must hold
-	// the front. Destage cannot add to it until GC ends.
-	if err := s.mergeFrontLocked(); err != nil {
-		return rep, err
-	}
-
-	maxChunk := s.nextChunk - 1
-	mark := newBitset(maxChunk)
-	s.gcMu.Lock()
-	s.gcMark = mark
-	s.gcMu.Unlock()
-	defer func() {
-		s.gcMu.Lock()
-		s.gcMark = nil
-		s.gcMu.Unlock()
-	}()
-	// Pending references first, then the maps: anything destaged after this
-	// point was pending here or is marked by the dedupe hit that made it (I7).
-	// A reference to a block that was pending when it was written carries no
-	// chunk ID; its chunk is found by fingerprint (destage cannot run now).
-	var byFP []Fingerprint
-	s.mu.Lock()
-	for _, q := range s.queue {
-		for i := range q.d.ops {
-			if op := &q.d.ops[i]; op.kind == kindRef {
-				if op.chunk != 0 {
-					mark.set(op.chunk)
-				} else {
-					byFP = append(byFP, op.fp)
-				}
-			}
-		}
-	}
-	s.mu.Unlock()
-	err := s.db.View(func(tx *bolt.Tx) error {
-		idx := tx.Bucket(bIndex)
-		for _, fp := range byFP {
-			if v := idx.Get(fp[:]); len(v) == 8 {
-				mark.set(binary.LittleEndian.Uint64(v))
-			}
-		}
-		c := tx.Bucket(bMap).Cursor()
-		n := 0
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(v) == 8 {
-				if id := binary.LittleEndian.Uint64(v); id != 0 {
-					mark.set(id)
-				}
-			}
-			if n++; n%65536 == 0 && ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
-		return nil
-	})
+	s.gcRunMu.Lock()
+	defer s.gcRunMu.Unlock()
+	maxChunk, mark, err := s.gcStart()
 	if err != nil {
 		return rep, err
 	}
+	defer func() {
+		// The sweep clears the bitmap; this is for a run that ends
+		// before it. Published and cleared under destageMu and gcMu:
+		// destage reads it under the one, the write path under the other.
+		s.destageMu.Lock()
+		s.gcMu.Lock()
+		if s.gcMark == mark {
+			s.gcMark = nil
+		}
+		s.gcMu.Unlock()
+		s.destageMu.Unlock()
+	}()
+	// The map walk, the part that grows with the datastore, holds no lock
+	// (section 11): destage and writers go on beside it.
+	if err := s.markMap(ctx, mark); err != nil {
+		if s.closed.Load() {
+			return rep, ErrClosed
+		}
+		return rep, err
+	}
 
+	s.destageMu.Lock()
+	defer s.destageMu.Unlock()
+	if s.closed.Load() {
+		return rep, ErrClosed
+	}
 	// Sweep: with dedupe lookups held off, nothing can newly reference a
 	// chunk that is about to go.
 	s.gcMu.Lock()
@@ -267,6 +232,118 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	}
 	rep.PackBytesFreed -= newBytes
 	return rep, nil
+}
+
+// gcStart publishes the mark bitmap over chunks 1..maxChunk and marks
+// what the log still references, all under destageMu: no destage runs
+// meanwhile, so every chunk made later has an ID beyond the bitmap, and
+// every later reference to an older chunk marks it (I7): a write-path
+// index hit (under gcMu), a destage index hit, or a map entry that destage
+// or a merge writes (the barrier in applyTx and mergeEntries).
+func (s *Store) gcStart() (uint64, *bitset, error) {
+	s.destageMu.Lock()
+	defer s.destageMu.Unlock()
+	if s.closed.Load() {
+		return 0, nil, ErrClosed
+	}
+	// The map walk reads bbolt: what the front holds goes there first.
+	// Destage adds to the front again once this returns, marking as it
+	// goes.
+	if err := s.mergeFrontLocked(); err != nil {
+		return 0, nil, err
+	}
+	maxChunk := s.nextChunk - 1
+	mark := newBitset(maxChunk)
+	s.gcMu.Lock()
+	s.gcMark = mark
+	s.gcMu.Unlock()
+	// Pending references: a reference to a block that was pending when
+	// it was written carries no chunk ID; its chunk is found by
+	// fingerprint (no destage runs now).
+	var byFP []Fingerprint
+	s.mu.Lock()
+	for _, q := range s.queue {
+		for i := range q.d.ops {
+			if op := &q.d.ops[i]; op.kind == kindRef {
+				if op.chunk != 0 {
+					mark.set(op.chunk)
+				} else {
+					byFP = append(byFP, op.fp)
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	if len(byFP) == 0 {
+		return maxChunk, mark, nil
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		idx := tx.Bucket(bIndex)
+		for _, fp := range byFP {
+			if v := idx.Get(fp[:]); len(v) == 8 {
+				mark.set(binary.LittleEndian.Uint64(v))
+			}
+		}
+		return nil
+	})
+	return maxChunk, mark, err
+}
+
+// gcMarkStep is how many map entries one read transaction of the mark
+// walks. Short transactions keep bbolt free to reuse pages and to grow its
+// mapping while the walk goes on.
+var gcMarkStep = 1 << 16
+
+// gcMarkStepDone, when set (tests), is called between two steps of the
+// map walk.
+var gcMarkStepDone func()
+
+// markMap marks every chunk the map references. It walks the map in key
+// order, a step at a time, holding no lock. An entry that stays from the
+// walk's start to its end is seen by it; one written meanwhile marked its
+// chunk when it was written (the barrier, see gcStart); one deleted
+// meanwhile only keeps its chunk one more GC.
+func (s *Store) markMap(ctx context.Context, mark *bitset) error {
+	var from []byte
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if s.closed.Load() {
+			return ErrClosed
+		}
+		var next []byte
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bMap).Cursor()
+			k, v := c.First()
+			if from != nil {
+				k, v = c.Seek(from)
+			}
+			for n := 0; k != nil; k, v = c.Next() {
+				if n == gcMarkStep {
+					next = append([]byte(nil), k...)
+					return nil
+				}
+				n++
+				if len(v) == 8 {
+					if id := binary.LittleEndian.Uint64(v); id != 0 {
+						mark.set(id)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			return nil
+		}
+		from = next
+		if gcMarkStepDone != nil {
+			gcMarkStepDone()
+		}
+	}
 }
 
 func containsU64(xs []uint64, x uint64) bool {
@@ -477,84 +554,6 @@ func (s *Store) compact(ctx context.Context, victims []uint64) (int64, error) {
 		}
 	}
 	return newBytes, syncDir(filepath.Join(s.dir, "packs"))
-}
-
-// ScrubReport is the result of verifying every chunk.
-type ScrubReport struct {
-	ChunksChecked int64          `json:"chunks_checked"`
-	BytesChecked  int64          `json:"bytes_checked"`
-	Corrupt       []CorruptChunk `json:"corrupt"`
-}
-
-// CorruptChunk names a chunk that failed verification.
-type CorruptChunk struct {
-	Chunk  uint64 `json:"chunk"`
-	Pack   uint64 `json:"pack"`
-	Offset int64  `json:"offset"`
-	Err    string `json:"error"`
-}
-
-// Scrub reads and verifies every chunk in the chunk table against its
-// fingerprint (and AEAD tag). Corrupt chunks are reported, not fatal.
-func (s *Store) Scrub(ctx context.Context) (ScrubReport, error) {
-	var rep ScrubReport
-	// Hold off compaction, which deletes packs.
-	s.destageMu.Lock()
-	defer s.destageMu.Unlock()
-	var locs []chunkLoc
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bChunks).ForEach(func(k, v []byte) error {
-			id := binary.BigEndian.Uint64(k)
-			rec, err := decodeChunkRec(v)
-			if err != nil {
-				rep.Corrupt = append(rep.Corrupt, CorruptChunk{Chunk: id, Err: err.Error()})
-				return nil
-			}
-			locs = append(locs, chunkLoc{id: id, rec: rec})
-			return nil
-		})
-	})
-	if err != nil {
-		return rep, err
-	}
-	sort.Slice(locs, func(i, j int) bool {
-		if locs[i].rec.pack != locs[j].rec.pack {
-			return locs[i].rec.pack < locs[j].rec.pack
-		}
-		return locs[i].rec.off < locs[j].rec.off
-	})
-	buf := make([]byte, 0, chunkHeaderSize+maxSealedLen(s.bs))
-	for i, l := range locs {
-		if i%1024 == 0 && ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
-		bad := func(err error) {
-			rep.Corrupt = append(rep.Corrupt, CorruptChunk{Chunk: l.id, Pack: l.rec.pack, Offset: l.rec.off, Err: err.Error()})
-		}
-		if l.rec.n > maxSealedLen(s.bs) {
-			bad(fmt.Errorf("sealed length %d: %w", l.rec.n, ErrCorrupt))
-			continue
-		}
-		h, err := s.packs.get(l.rec.pack)
-		if err != nil {
-			bad(err)
-			continue
-		}
-		buf = buf[:chunkHeaderSize+l.rec.n]
-		_, err = h.f.ReadAt(buf, l.rec.off)
-		s.packs.release(h)
-		if err != nil {
-			bad(err)
-			continue
-		}
-		rep.ChunksChecked++
-		rep.BytesChecked += int64(len(buf))
-		if _, err := s.openChunk(buf, l.rec); err != nil {
-			bad(err)
-			s.quarantineChunk(l.id, l.rec.fp)
-		}
-	}
-	return rep, nil
 }
 
 // Stats describes the store's space use.

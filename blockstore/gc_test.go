@@ -177,3 +177,136 @@ func TestFlushEndsUnderSteadyWrites(t *testing.T) {
 	}
 	t.Logf("Flush returned; %d MiB written meanwhile, %d bytes queued", (wrote.Load()-before)>>20, s.queueBytes.Load())
 }
+
+// TestGCMarkBesideDestage: GC's map walk holds no lock that writes or
+// destage wait on. While a GC is paused between two steps of its walk,
+// writes are logged and destaged (Flush), among them blocks whose content
+// is that of chunks nothing referenced when the GC began: those chunks are
+// referenced again and must survive; the rest of that garbage is freed.
+func TestGCMarkBesideDestage(t *testing.T) {
+	const bs = 4 << 10
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	rng := rand.New(rand.NewPCG(11, 12))
+	// B is made first: its map entries sort before A's, behind the walk
+	// when it pauses, so only the marks made beside the walk keep what B
+	// references.
+	b, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, gone, back = 512, 100, 10
+	old := make([]byte, n*bs)
+	fillRand(rng, old)
+	if _, err := a.WriteAt(old, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Blocks 0..gone-1 get new content: their old chunks are garbage.
+	want := append([]byte(nil), old...)
+	fillRand(rng, want[:gone*bs])
+	if _, err := a.WriteAt(want[:gone*bs], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	defer func(step int) { gcMarkStep = step }(gcMarkStep)
+	gcMarkStep = 64 // several steps over the map's n+gone entries
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	gcMarkStepDone = func() { once.Do(func() { close(paused); <-resume }) }
+	defer func() { gcMarkStepDone = nil }()
+	type result struct {
+		rep GCReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := s.GC(context.Background(), GCOptions{Threshold: 0.5})
+		done <- result{rep, err}
+	}()
+	select {
+	case <-paused:
+	case r := <-done:
+		t.Fatalf("GC ended before its map walk paused: %+v %v", r.rep, r.err)
+	}
+	// B takes the old content of blocks 0..back-1 (deduplicated against
+	// the garbage chunks) and some new data; destage runs.
+	fresh := make([]byte, 32*bs)
+	fillRand(rng, fresh)
+	wantB := append(append([]byte(nil), old[:back*bs]...), fresh...)
+	busy := make(chan error, 1)
+	go func() {
+		if _, err := b.WriteAtStable(wantB, 0); err != nil {
+			busy <- err
+			return
+		}
+		busy <- s.Flush()
+	}()
+	select {
+	case err := <-busy:
+		if err != nil {
+			close(resume)
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		close(resume)
+		t.Fatal("writes and destage did not finish while GC marked")
+	}
+	close(resume)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.rep.ChunksFreed != gone-back {
+		t.Fatalf("GC freed %d chunks, want %d (the garbage not referenced again)", r.rep.ChunksFreed, gone-back)
+	}
+	check := func(what string) {
+		t.Helper()
+		for _, c := range []struct {
+			v    *Volume
+			want []byte
+		}{{a, want}, {b, wantB}} {
+			got := make([]byte, len(c.want))
+			if _, err := c.v.ReadAt(got, 0); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if !bytes.Equal(got, c.want) {
+				t.Fatalf("%s: volume %d reads back wrong", what, c.v.ID())
+			}
+		}
+	}
+	check("after GC")
+	aid, bid := a.ID(), b.ID()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = s.OpenVolume(aid); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = s.OpenVolume(bid); err != nil {
+		t.Fatal(err)
+	}
+	check("after reopen")
+	if rep, err := s.Scrub(context.Background()); err != nil || len(rep.Corrupt) != 0 || rep.ChunksChecked != n+back+32 {
+		t.Fatalf("scrub: %v, %d chunks checked (want %d), corrupt %+v", err, rep.ChunksChecked, n+back+32, rep.Corrupt)
+	}
+}

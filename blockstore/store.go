@@ -211,8 +211,10 @@ type Store struct {
 	// map entry, an index entry or both): the memory the front holds.
 	deferredBlocks int
 
-	gcMu   sync.RWMutex // write path dedupe hits vs GC sweep
-	gcMark *bitset      // non-nil while a GC marks (I7)
+	gcMu sync.RWMutex // write path dedupe hits vs GC sweep
+	// gcRunMu: one GC at a time (its mark runs outside destageMu).
+	gcRunMu sync.Mutex
+	gcMark  *bitset // non-nil while a GC marks (I7)
 
 	quarMu     sync.Mutex             // guards quarantine and repairing
 	quarantine map[uint64]Fingerprint // corrupt chunks to drop from the index
