@@ -348,17 +348,67 @@ func removeFile(path string) error {
 // a good copy, whose index entry then replaces the bad one. The corrupt
 // chunk stays for those who reference it: their reads keep failing with
 // ErrCorrupt, never wrong bytes; its index entry stays until replaced, so
-// references already in the log still resolve.
+// references already in the log still resolve. The destage loop writes it
+// to bucket quarantine (persistQuarantine), so a restart keeps it out of
+// dedupe too.
 func (s *Store) quarantineChunk(id uint64, fp Fingerprint) {
 	s.quarMu.Lock()
 	if s.quarantine == nil {
 		s.quarantine = make(map[uint64]Fingerprint)
 	}
-	if _, ok := s.quarantine[id]; !ok {
+	_, had := s.quarantine[id]
+	if !had {
 		s.logger.Warn("blockstore: corrupt chunk quarantined from dedupe", "chunk", id)
+		s.quarNew = append(s.quarNew, id)
 	}
 	s.quarantine[id] = fp
 	s.quarMu.Unlock()
+	if !had {
+		s.kick()
+	}
+}
+
+// persistQuarantine writes the chunks quarantined since the last call to
+// bucket quarantine, leaving out those GC has freed meanwhile. On failure
+// they are kept for the next call.
+func (s *Store) persistQuarantine() {
+	s.quarMu.Lock()
+	var ids []uint64
+	var fps []Fingerprint
+	for _, id := range s.quarNew {
+		if fp, ok := s.quarantine[id]; ok { // not repaired or freed since
+			ids, fps = append(ids, id), append(fps, fp)
+		}
+	}
+	s.quarNew = nil
+	s.quarMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	s.destageMu.Lock()
+	defer s.destageMu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		qb, err := tx.CreateBucketIfNotExists(bQuarantine)
+		if err != nil {
+			return err
+		}
+		cb := tx.Bucket(bChunks)
+		for i, id := range ids {
+			if cb.Get(u64b(id)) == nil {
+				continue // freed by GC
+			}
+			if err := qb.Put(u64b(id), fps[i][:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.logger.Error("blockstore: recording quarantined chunks failed; they stay quarantined until a restart, and the next pass tries again", "chunks", len(ids), "err", err)
+		s.quarMu.Lock()
+		s.quarNew = append(s.quarNew, ids...)
+		s.quarMu.Unlock()
+	}
 }
 
 func (s *Store) isQuarantined(id uint64) bool {

@@ -48,6 +48,7 @@ func (s *Store) destageLoop() {
 			}
 			backoff = 0
 		}
+		s.persistQuarantine()
 		if _, err := s.mergeOne(); err != nil && !errors.Is(err, ErrClosed) {
 			s.logger.Error("blockstore: layer merge failed", "err", err)
 		}

@@ -50,8 +50,9 @@
 //     memory as deferred pending blocks (at most Options.FrontBlocks), and
 //     merged into the map and the index in sorted transactions now and
 //     then (front.go).
-//   - Quarantine: taking a chunk that failed verification out of the
-//     fingerprint index, so new writes of its content store a good copy.
+//   - Quarantine: keeping a chunk that failed verification out of
+//     deduplication (in memory, and in bucket quarantine so that a
+//     restart keeps it), so new writes of its content store a good copy.
 //   - Repair: a read of a chunk that failed verification asks the
 //     Repairer (objex: an exported copy) for the block by fingerprint,
 //     serves a copy that matches it, and writes it back as the same chunk
@@ -79,7 +80,9 @@
 //   - I7: GC never removes a chunk that a layer map entry, a pending log
 //     record, or a dedupe hit made while GC ran can reference. Writers hold
 //     the GC lock shared from their index lookup until their record is
-//     queued; GC marks hint-less pending references by fingerprint.
+//     queued; GC marks hint-less pending references by fingerprint, and
+//     every map entry destage writes while GC marks marks its chunk (the
+//     barrier that lets GC walk the map without a lock).
 //
 // # Caveats
 //
@@ -91,10 +94,9 @@
 // large write are fingerprinted, looked up and sealed on all CPUs by
 // internal/par's helpers, which stay awake for 300 µs after each write
 // before they park. The function given to Update runs under the store
-// mutex and must not call other Store methods. Quarantine removes index
-// entries outside GC and does not yet check for pending references to
-// them, which can stop destage (docs/DESIGN.md, "Known limits and open
-// work").
+// mutex and must not call other Store methods. Scrub, and GC's walks of
+// the map and the chunk table, hold no lock that writers or destage wait
+// on (docs/DESIGN.md sections 11 and 12); GC's commit and compaction do.
 //
 // The on-disk formats (NVLOG records, packs, bbolt buckets) are specified
 // byte by byte in docs/DESIGN.md; constants marked "wire format" here must

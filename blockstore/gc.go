@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -69,12 +70,54 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		return rep, err
 	}
 
+	// Sweep, first without a lock: walk the chunk table up to maxChunk. A
+	// marked chunk is live; the others are candidates, looked at again
+	// under the locks below, since a dedupe hit may mark one meanwhile.
+	type packLive struct{ live, liveChunks int64 }
+	type cand struct {
+		id   uint64
+		fp   Fingerprint
+		pack uint64
+		n    int
+	}
+	var (
+		live  map[uint64]*packLive
+		cands []cand
+	)
+	addLive := func(pack uint64, n int) {
+		pl := live[pack]
+		if pl == nil {
+			pl = &packLive{}
+			live[pack] = pl
+		}
+		pl.live += int64(chunkHeaderSize + n)
+		pl.liveChunks++
+		rep.ChunksMarked++
+	}
+	count := func(ctx context.Context) error {
+		live, cands, rep.ChunksMarked = make(map[uint64]*packLive), nil, 0
+		return s.walkChunks(ctx, 1, maxChunk, func(id uint64, rec chunkRec) {
+			if mark.get(id) {
+				addLive(rec.pack, rec.n)
+			} else {
+				cands = append(cands, cand{id, rec.fp, rec.pack, rec.n})
+			}
+		})
+	}
+	moves := s.chunkMoves.Load()
+	if err := count(ctx); err != nil {
+		if s.closed.Load() {
+			return rep, ErrClosed
+		}
+		return rep, err
+	}
+
 	s.destageMu.Lock()
 	defer s.destageMu.Unlock()
 	if s.closed.Load() {
 		return rep, ErrClosed
 	}
-	// Sweep: with dedupe lookups held off, nothing can newly reference a
+	// From here dedupe lookups are held off: nothing can newly reference a
 	// chunk that is about to go.
 	s.gcMu.Lock()
 	sweepLocked := true
@@ -83,41 +126,31 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 			s.gcMu.Unlock()
 		}
 	}()
-	type packLive struct{ live, liveChunks int64 }
-	live := make(map[uint64]*packLive)
+	if s.chunkMoves.Load() != moves {
+		// A repair moved chunks since: their packs' figures are stale.
+		// Rare; count again, now under the locks.
+		if err := count(context.Background()); err != nil {
+			return rep, err
+		}
+	}
+	// Chunks made since the GC began are live, and so are candidates a hit
+	// has marked since the walk.
+	if err := s.walkChunks(context.Background(), maxChunk+1, math.MaxUint64, func(_ uint64, rec chunkRec) {
+		addLive(rec.pack, rec.n)
+	}); err != nil {
+		return rep, err
+	}
 	var dead []uint64
 	var deadFP []Fingerprint
-	err = s.db.View(func(tx *bolt.Tx) error {
-		pb := tx.Bucket(bPacks)
-		if err := pb.ForEach(func(k, _ []byte) error {
-			live[binary.BigEndian.Uint64(k)] = &packLive{}
-			return nil
-		}); err != nil {
-			return err
+	for _, c := range cands {
+		if mark.get(c.id) {
+			addLive(c.pack, c.n)
+			continue
 		}
-		return tx.Bucket(bChunks).ForEach(func(k, v []byte) error {
-			id := binary.BigEndian.Uint64(k)
-			rec, err := decodeChunkRec(v)
-			if err != nil {
-				return fmt.Errorf("chunk %d: %w", id, err)
-			}
-			if id > maxChunk || mark.get(id) {
-				rep.ChunksMarked++
-				if pl := live[rec.pack]; pl != nil {
-					pl.live += int64(chunkHeaderSize + rec.n)
-					pl.liveChunks++
-				}
-				return nil
-			}
-			dead = append(dead, id)
-			deadFP = append(deadFP, rec.fp)
-			rep.ChunksFreed++
-			rep.BytesFreed += int64(chunkHeaderSize + rec.n)
-			return nil
-		})
-	})
-	if err != nil {
-		return rep, err
+		dead = append(dead, c.id)
+		deadFP = append(deadFP, c.fp)
+		rep.ChunksFreed++
+		rep.BytesFreed += int64(chunkHeaderSize + c.n)
 	}
 	// Plan compaction.
 	var victims []uint64
@@ -136,7 +169,10 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 		return tx.Bucket(bPacks).ForEach(func(k, v []byte) error {
 			id := binary.BigEndian.Uint64(k)
 			r := decodePackRec(v)
-			r.live, r.liveChunks = live[id].live, live[id].liveChunks
+			r.live, r.liveChunks = 0, 0
+			if pl := live[id]; pl != nil {
+				r.live, r.liveChunks = pl.live, pl.liveChunks
+			}
 			packRecs[id] = r
 			body := r.size - packHeaderSize
 			if r.live == 0 || body <= 0 || float64(r.live)/float64(body) < o.Threshold {
@@ -187,6 +223,24 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 				return err
 			}
 		}
+		// Quarantined chunks that are dead go with their quarantine
+		// entries (the bucket is small: look at each entry).
+		if qb := tx.Bucket(bQuarantine); qb != nil {
+			var gone [][]byte
+			if err := qb.ForEach(func(k, _ []byte) error {
+				if id := binary.BigEndian.Uint64(k); id <= maxChunk && !mark.get(id) {
+					gone = append(gone, k)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, k := range gone {
+				if err := qb.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
 		if sealOpen {
 			return tx.Bucket(bMeta).Put(kOpenPack, u64b(0))
 		}
@@ -195,6 +249,13 @@ func (s *Store) GC(ctx context.Context, o GCOptions) (GCReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("blockstore: gc sweep: %w", noSpace(err))
 	}
+	s.quarMu.Lock()
+	for id := range s.quarantine {
+		if id <= maxChunk && !mark.get(id) {
+			delete(s.quarantine, id)
+		}
+	}
+	s.quarMu.Unlock()
 	if len(dead) > 0 {
 		// The filter still holds the swept fingerprints: a new one,
 		// built from the index in the background, replaces it.
@@ -342,6 +403,54 @@ func (s *Store) markMap(ctx context.Context, mark *bitset) error {
 		from = next
 		if gcMarkStepDone != nil {
 			gcMarkStepDone()
+		}
+	}
+}
+
+// gcSweepStepDone, when set (tests), is called between two steps of the
+// sweep's walk of the chunk table.
+var gcSweepStepDone func()
+
+// walkChunks calls fn for every chunk with an ID in [from, to], in ID
+// order, gcMarkStep entries per read transaction. Between steps the chunk
+// table may change: fn sees each chunk that stays from the walk's start to
+// its end once, at the place it had when its step read it.
+func (s *Store) walkChunks(ctx context.Context, from, to uint64, fn func(uint64, chunkRec)) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if s.closed.Load() {
+			return ErrClosed
+		}
+		next, done := uint64(0), true
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bChunks).Cursor()
+			n := 0
+			for k, v := c.Seek(u64b(from)); k != nil; k, v = c.Next() {
+				id := binary.BigEndian.Uint64(k)
+				if id > to {
+					return nil
+				}
+				if n == gcMarkStep {
+					next, done = id, false
+					return nil
+				}
+				n++
+				rec, err := decodeChunkRec(v)
+				if err != nil {
+					return fmt.Errorf("chunk %d: %w", id, err)
+				}
+				fn(id, rec)
+			}
+			return nil
+		})
+		if err != nil || done {
+			return err
+		}
+		from = next
+		if gcSweepStepDone != nil {
+			gcSweepStepDone()
 		}
 	}
 }

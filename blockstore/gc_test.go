@@ -3,11 +3,15 @@ package blockstore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestGCCompactsOpenPack: data removed while its pack is still the open
@@ -308,5 +312,192 @@ func TestGCMarkBesideDestage(t *testing.T) {
 	check("after reopen")
 	if rep, err := s.Scrub(context.Background()); err != nil || len(rep.Corrupt) != 0 || rep.ChunksChecked != n+back+32 {
 		t.Fatalf("scrub: %v, %d chunks checked (want %d), corrupt %+v", err, rep.ChunksChecked, n+back+32, rep.Corrupt)
+	}
+}
+
+// TestGCSweepBesideWrites: GC's count of the chunk table holds no lock
+// either. While it is paused between two steps, a write deduplicates onto
+// a garbage chunk the count has already passed (the write path and destage
+// go on: the old sweep held the GC lock and destage mutex through the
+// count), and new chunks are destaged. The garbage chunk is kept, the rest
+// freed, and every pack's live figures are exact.
+func TestGCSweepBesideWrites(t *testing.T) {
+	const bs = 4 << 10
+	dir := t.TempDir()
+	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Options{PackSize: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	rng := rand.New(rand.NewPCG(13, 14))
+	a, err := s.CreateVolume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, gone = 512, 200
+	old := make([]byte, n*bs)
+	fillRand(rng, old)
+	if _, err := a.WriteAt(old, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte(nil), old...)
+	fillRand(rng, want[:gone*bs])
+	if _, err := a.WriteAt(want[:gone*bs], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	defer func(step int) { gcMarkStep = step }(gcMarkStep)
+	gcMarkStep = 256 // the first step: old chunks of blocks 0..199 (garbage) and 200..255
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	gcSweepStepDone = func() { once.Do(func() { close(paused); <-resume }) }
+	defer func() { gcSweepStepDone = nil }()
+	type result struct {
+		rep GCReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := s.GC(context.Background(), GCOptions{Threshold: 0.5})
+		done <- result{rep, err}
+	}()
+	select {
+	case <-paused:
+	case r := <-done:
+		t.Fatalf("GC ended before its count paused: %+v %v", r.rep, r.err)
+	}
+	// Block 1's old chunk (within the first step) is garbage
+	// the count has passed; B takes it back, with new data.
+	b, err := s.CreateVolume()
+	if err != nil {
+		close(resume)
+		t.Fatal(err)
+	}
+	fresh := make([]byte, 32*bs)
+	fillRand(rng, fresh)
+	wantB := append(append([]byte(nil), old[bs:2*bs]...), fresh...)
+	// A repair also rewrites block 220's chunk (live, counted in the first
+	// step) into a pack of its own: the count is stale, and the GC must
+	// count again, or the new pack looks dead and is deleted.
+	moved := old[220*bs : 221*bs]
+	busy := make(chan error, 1)
+	go func() {
+		if _, err := b.WriteAtStable(wantB, 0); err != nil {
+			busy <- err
+			return
+		}
+		if err := s.Flush(); err != nil {
+			busy <- err
+			return
+		}
+		busy <- rewriteOne(s, moved)
+	}()
+	select {
+	case err := <-busy:
+		if err != nil {
+			close(resume)
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		close(resume)
+		t.Fatal("writes, destage and a repair did not finish while GC counted chunks")
+	}
+	close(resume)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.rep.ChunksFreed != gone-1 || r.rep.ChunksMarked != n+1+32 {
+		t.Fatalf("GC freed %d chunks and kept %d, want %d and %d", r.rep.ChunksFreed, r.rep.ChunksMarked, gone-1, n+1+32)
+	}
+	checkPackFigures(t, s)
+	for _, c := range []struct {
+		v    *Volume
+		want []byte
+	}{{a, want}, {b, wantB}} {
+		got := make([]byte, len(c.want))
+		if _, err := c.v.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, c.want) {
+			t.Fatalf("volume %d reads back wrong", c.v.ID())
+		}
+	}
+	if rep, err := s.Scrub(context.Background()); err != nil || len(rep.Corrupt) != 0 || rep.ChunksChecked != n+1+32 {
+		t.Fatalf("scrub: %v, %d chunks, corrupt %+v", err, rep.ChunksChecked, rep.Corrupt)
+	}
+}
+
+// rewriteOne stores the chunk holding block again, as a repair does.
+func rewriteOne(s *Store, block []byte) error {
+	sums := make([]Fingerprint, 1)
+	s.seal.fingerprintMany([][]byte{block}, sums)
+	var it repairItem
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bIndex).Get(sums[0][:])
+		if len(v) != 8 {
+			return fmt.Errorf("block's fingerprint not in the index")
+		}
+		it.id = binary.LittleEndian.Uint64(v)
+		var err error
+		it.old, err = decodeChunkRec(tx.Bucket(bChunks).Get(u64b(it.id)))
+		return err
+	}); err != nil {
+		return err
+	}
+	it.block = block
+	n, err := s.rewriteChunks([]repairItem{it})
+	if err == nil && n != 1 {
+		err = fmt.Errorf("rewrote %d chunks, want 1", n)
+	}
+	return err
+}
+
+// checkPackFigures wants every pack record's live bytes and chunks to be
+// what the chunk table places in it.
+func checkPackFigures(t *testing.T, s *Store) {
+	t.Helper()
+	type fig struct{ live, chunks int64 }
+	want := map[uint64]fig{}
+	got := map[uint64]fig{}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bChunks).ForEach(func(_, v []byte) error {
+			rec, err := decodeChunkRec(v)
+			if err != nil {
+				return err
+			}
+			f := want[rec.pack]
+			f.live += int64(chunkHeaderSize + rec.n)
+			f.chunks++
+			want[rec.pack] = f
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bPacks).ForEach(func(k, v []byte) error {
+			r := decodePackRec(v)
+			got[binary.BigEndian.Uint64(k)] = fig{r.live, r.liveChunks}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for id, f := range got {
+		if f != want[id] {
+			t.Errorf("pack %d: record says %d live bytes in %d chunks, the chunk table %d in %d", id, f.live, f.chunks, want[id].live, want[id].chunks)
+		}
+		delete(want, id)
+	}
+	for id := range want {
+		t.Errorf("chunks in pack %d, which has no record", id)
 	}
 }

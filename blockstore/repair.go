@@ -212,12 +212,25 @@ func (s *Store) rewriteChunks(items []repairItem) (int, error) {
 		if err := pb.Put(u64b(pk), packRec{size: w.size(), live: live, chunks: int64(n), liveChunks: int64(n)}.encode()); err != nil {
 			return err
 		}
+		// A rewritten chunk is good again: out of quarantine (repairLoop
+		// forgets it in memory after this commit).
+		if qb := tx.Bucket(bQuarantine); qb != nil {
+			for i, it := range items {
+				if newRec[i] == nil {
+					continue
+				}
+				if err := qb.Delete(u64b(it.id)); err != nil {
+					return err
+				}
+			}
+		}
 		return tx.Bucket(bMeta).Put(kNextPack, u64b(pk+1))
 	})
 	if err != nil {
 		return fail(fmt.Errorf("blockstore: repair commit: %w", noSpace(err)))
 	}
 	s.nextPack = pk + 1
+	s.chunkMoves.Add(1)
 	w.close()
 	return n, syncDir(filepath.Join(s.dir, "packs"))
 }

@@ -131,6 +131,9 @@ var (
 	bIndex   = []byte("index")
 	bPacks   = []byte("packs")
 	bFront   = []byte("front")
+	// bQuarantine (made at the first quarantine): chunk ID -> fingerprint
+	// of chunks found corrupt, kept out of deduplication (rule 21).
+	bQuarantine = []byte("quarantine")
 
 	kFormat      = []byte("format")
 	kBlockSize   = []byte("block_size")
@@ -214,10 +217,14 @@ type Store struct {
 	gcMu sync.RWMutex // write path dedupe hits vs GC sweep
 	// gcRunMu: one GC at a time (its mark runs outside destageMu).
 	gcRunMu sync.Mutex
-	gcMark  *bitset // non-nil while a GC marks (I7)
+	// chunkMoves counts repairs that moved chunks (under destageMu): a
+	// GC's lock-free count of the chunk table is stale if it changed.
+	chunkMoves atomic.Uint64
+	gcMark     *bitset // non-nil while a GC marks (I7)
 
 	quarMu     sync.Mutex             // guards quarantine and repairing
-	quarantine map[uint64]Fingerprint // corrupt chunks to drop from the index
+	quarantine map[uint64]Fingerprint // corrupt chunks, kept out of dedupe (rule 21)
+	quarNew    []uint64               // quarantined, not yet in bucket quarantine
 	repairing  map[uint64]bool        // corrupt chunks queued or being rewritten (repair.go)
 	repairQ    []repairItem           // good copies to write back
 	repairBusy bool                   // repairLoop is running
@@ -571,6 +578,21 @@ func (s *Store) load() error {
 		if err != nil {
 			return err
 		}
+		if qb := tx.Bucket(bQuarantine); qb != nil {
+			err := qb.ForEach(func(k, v []byte) error {
+				if len(k) != 8 || len(v) != len(Fingerprint{}) {
+					return fmt.Errorf("blockstore: quarantine entry of %d+%d bytes: %w", len(k), len(v), ErrCorrupt)
+				}
+				if s.quarantine == nil {
+					s.quarantine = make(map[uint64]Fingerprint)
+				}
+				s.quarantine[binary.BigEndian.Uint64(k)] = Fingerprint(v)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
 		return tx.Bucket(bVolumes).ForEach(func(k, v []byte) error {
 			id := binary.BigEndian.Uint64(k)
 			s.vols[id] = &volState{id: id, top: binary.LittleEndian.Uint64(v)}
@@ -733,6 +755,7 @@ func (s *Store) Close() error {
 	close(s.stop)
 	s.wg.Wait()
 	s.bg.Wait()
+	s.persistQuarantine()
 	err := s.log.close()
 	s.destageMu.Lock()
 	if s.pack != nil {
