@@ -172,6 +172,23 @@ func (s *Store) readChunks(ids []uint64) ([][]byte, error) {
 	return out, err
 }
 
+// nextRun returns the run of locs (sorted by place) that starts at start
+// and is read with one pread: chunks of one pack with gaps of at most
+// 64 KiB between them (read through rather than paying another system
+// call), while the run is shorter than 8 MiB. It returns the run's end
+// index and its byte range [lo, hi) in the pack.
+func nextRun(locs []chunkLoc, start int) (end int, lo, hi int64) {
+	const gap = 64 << 10
+	end = start + 1
+	lo = locs[start].rec.off
+	hi = lo + int64(chunkHeaderSize+locs[start].rec.n)
+	for end < len(locs) && locs[end].rec.pack == locs[start].rec.pack && locs[end].rec.off <= hi+gap && hi-lo < 8<<20 {
+		hi = max(hi, locs[end].rec.off+int64(chunkHeaderSize+locs[end].rec.n))
+		end++
+	}
+	return end, lo, hi
+}
+
 type chunkLoc struct {
 	at  int // index into ids/out
 	id  uint64
@@ -204,15 +221,8 @@ func (s *Store) readMissing(ids []uint64, miss []int, out [][]byte) error {
 		}
 		return locs[i].rec.off < locs[j].rec.off
 	})
-	const gap = 64 << 10 // read through small gaps rather than issue another pread
 	for start := 0; start < len(locs); {
-		end := start + 1
-		lo := locs[start].rec.off
-		hi := lo + int64(chunkHeaderSize+locs[start].rec.n)
-		for end < len(locs) && locs[end].rec.pack == locs[start].rec.pack && locs[end].rec.off <= hi+gap && hi-lo < 8<<20 {
-			hi = max(hi, locs[end].rec.off+int64(chunkHeaderSize+locs[end].rec.n))
-			end++
-		}
+		end, lo, hi := nextRun(locs, start)
 		if err := s.readRun(locs[start:end], lo, hi, out); err != nil {
 			return err
 		}
@@ -403,12 +413,22 @@ func (s *Store) persistQuarantine() {
 		}
 		return nil
 	})
+	s.quarMu.Lock()
+	defer s.quarMu.Unlock()
 	if err != nil {
-		s.logger.Error("blockstore: recording quarantined chunks failed; they stay quarantined until a restart, and the next pass tries again", "chunks", len(ids), "err", err)
-		s.quarMu.Lock()
+		// Said once per failing streak: the destage loop retries every
+		// pass.
+		if !s.quarFailing {
+			s.logger.Error("blockstore: recording quarantined chunks failed; they stay quarantined in memory (a restart before a later pass succeeds forgets them), and every destage pass tries again", "chunks", len(ids), "err", err)
+		}
+		s.quarFailing = true
 		s.quarNew = append(s.quarNew, ids...)
-		s.quarMu.Unlock()
+		return
 	}
+	if s.quarFailing {
+		s.logger.Info("blockstore: quarantined chunks recorded after earlier failures", "chunks", len(ids))
+	}
+	s.quarFailing = false
 }
 
 func (s *Store) isQuarantined(id uint64) bool {

@@ -197,15 +197,8 @@ func (s *Store) readExportChunks(ids []uint64, at []int, out []ExportData) error
 		}
 		return locs[i].rec.off < locs[j].rec.off
 	})
-	const gap = 64 << 10
 	for start := 0; start < len(locs); {
-		end := start + 1
-		lo := locs[start].rec.off
-		hi := lo + int64(chunkHeaderSize+locs[start].rec.n)
-		for end < len(locs) && locs[end].rec.pack == locs[start].rec.pack && locs[end].rec.off <= hi+gap && hi-lo < 8<<20 {
-			hi = max(hi, locs[end].rec.off+int64(chunkHeaderSize+locs[end].rec.n))
-			end++
-		}
+		end, lo, hi := nextRun(locs, start)
 		run := locs[start:end]
 		pack := run[0].rec.pack
 		h, err := s.packs.get(pack)

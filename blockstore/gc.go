@@ -347,7 +347,13 @@ func (s *Store) gcStart() (uint64, *bitset, error) {
 		}
 		return nil
 	})
-	return maxChunk, mark, err
+	if err != nil {
+		s.gcMu.Lock()
+		s.gcMark = nil
+		s.gcMu.Unlock()
+		return 0, nil, err
+	}
+	return maxChunk, mark, nil
 }
 
 // gcMarkStep is how many map entries one read transaction of the mark

@@ -182,6 +182,36 @@ func TestFlushEndsUnderSteadyWrites(t *testing.T) {
 	t.Logf("Flush returned; %d MiB written meanwhile, %d bytes queued", (wrote.Load()-before)>>20, s.queueBytes.Load())
 }
 
+// garbageStore writes n unique blocks to a, then new content to blocks
+// 0..gone-1, so their old chunks are garbage. It returns the old and the
+// current content of a.
+func garbageStore(t *testing.T, s *Store, a *Volume, seed uint64, n, gone int) (old, want []byte) {
+	t.Helper()
+	const bs = 4 << 10
+	rng := rand.New(rand.NewPCG(seed, seed))
+	old = make([]byte, n*bs)
+	fillRand(rng, old)
+	writeFlush(t, s, a, old, 0)
+	want = append([]byte(nil), old...)
+	fillRand(rng, want[:gone*bs])
+	writeFlush(t, s, a, want[:gone*bs], 0)
+	return old, want
+}
+
+// checkVolumes wants each volume to read back its content.
+func checkVolumes(t *testing.T, what string, vols []*Volume, wants [][]byte) {
+	t.Helper()
+	for i, v := range vols {
+		got := make([]byte, len(wants[i]))
+		if _, err := v.ReadAt(got, 0); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if !bytes.Equal(got, wants[i]) {
+			t.Fatalf("%s: volume %d reads back wrong", what, v.ID())
+		}
+	}
+}
+
 // TestGCMarkBesideDestage: GC's map walk holds no lock that writes or
 // destage wait on. While a GC is paused between two steps of its walk,
 // writes are logged and destaged (Flush), among them blocks whose content
@@ -189,16 +219,7 @@ func TestFlushEndsUnderSteadyWrites(t *testing.T) {
 // referenced again and must survive; the rest of that garbage is freed.
 func TestGCMarkBesideDestage(t *testing.T) {
 	const bs = 4 << 10
-	dir := t.TempDir()
-	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { s.Close() }()
-	rng := rand.New(rand.NewPCG(11, 12))
+	dir, s := open4K(t, Options{})
 	// B is made first: its map entries sort before A's, behind the walk
 	// when it pauses, so only the marks made beside the walk keep what B
 	// references.
@@ -211,91 +232,32 @@ func TestGCMarkBesideDestage(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n, gone, back = 512, 100, 10
-	old := make([]byte, n*bs)
-	fillRand(rng, old)
-	if _, err := a.WriteAt(old, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	// Blocks 0..gone-1 get new content: their old chunks are garbage.
-	want := append([]byte(nil), old...)
-	fillRand(rng, want[:gone*bs])
-	if _, err := a.WriteAt(want[:gone*bs], 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	old, want := garbageStore(t, s, a, 11, n, gone)
 
 	defer func(step int) { gcMarkStep = step }(gcMarkStep)
-	gcMarkStep = 64 // several steps over the map's n+gone entries
-	paused, resume := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	gcMarkStepDone = func() { once.Do(func() { close(paused); <-resume }) }
-	defer func() { gcMarkStepDone = nil }()
-	type result struct {
-		rep GCReport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rep, err := s.GC(context.Background(), GCOptions{Threshold: 0.5})
-		done <- result{rep, err}
-	}()
-	select {
-	case <-paused:
-	case r := <-done:
-		t.Fatalf("GC ended before its map walk paused: %+v %v", r.rep, r.err)
-	}
+	gcMarkStep = 64 // several steps over the map's entries
+	wait := pauseAt(t, &gcMarkStepDone, func() (GCReport, error) {
+		return s.GC(context.Background(), GCOptions{Threshold: 0.5})
+	})
 	// B takes the old content of blocks 0..back-1 (deduplicated against
 	// the garbage chunks) and some new data; destage runs.
 	fresh := make([]byte, 32*bs)
-	fillRand(rng, fresh)
+	fillRand(rand.New(rand.NewPCG(12, 12)), fresh)
 	wantB := append(append([]byte(nil), old[:back*bs]...), fresh...)
-	busy := make(chan error, 1)
-	go func() {
+	within(t, "writes and destage beside GC's map walk", func() error {
 		if _, err := b.WriteAtStable(wantB, 0); err != nil {
-			busy <- err
-			return
+			return err
 		}
-		busy <- s.Flush()
-	}()
-	select {
-	case err := <-busy:
-		if err != nil {
-			close(resume)
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		close(resume)
-		t.Fatal("writes and destage did not finish while GC marked")
+		return s.Flush()
+	})
+	rep, err := wait()
+	if err != nil {
+		t.Fatal(err)
 	}
-	close(resume)
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
+	if rep.ChunksFreed != gone-back {
+		t.Fatalf("GC freed %d chunks, want %d (the garbage not referenced again)", rep.ChunksFreed, gone-back)
 	}
-	if r.rep.ChunksFreed != gone-back {
-		t.Fatalf("GC freed %d chunks, want %d (the garbage not referenced again)", r.rep.ChunksFreed, gone-back)
-	}
-	check := func(what string) {
-		t.Helper()
-		for _, c := range []struct {
-			v    *Volume
-			want []byte
-		}{{a, want}, {b, wantB}} {
-			got := make([]byte, len(c.want))
-			if _, err := c.v.ReadAt(got, 0); err != nil {
-				t.Fatalf("%s: %v", what, err)
-			}
-			if !bytes.Equal(got, c.want) {
-				t.Fatalf("%s: volume %d reads back wrong", what, c.v.ID())
-			}
-		}
-	}
-	check("after GC")
+	checkVolumes(t, "after GC", []*Volume{a, b}, [][]byte{want, wantB})
 	aid, bid := a.ID(), b.ID()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -303,13 +265,14 @@ func TestGCMarkBesideDestage(t *testing.T) {
 	if s, err = Open(dir, Options{}); err != nil {
 		t.Fatal(err)
 	}
+	defer s.Close()
 	if a, err = s.OpenVolume(aid); err != nil {
 		t.Fatal(err)
 	}
 	if b, err = s.OpenVolume(bid); err != nil {
 		t.Fatal(err)
 	}
-	check("after reopen")
+	checkVolumes(t, "after reopen", []*Volume{a, b}, [][]byte{want, wantB})
 	if rep, err := s.Scrub(context.Background()); err != nil || len(rep.Corrupt) != 0 || rep.ChunksChecked != n+back+32 {
 		t.Fatalf("scrub: %v, %d chunks checked (want %d), corrupt %+v", err, rep.ChunksChecked, n+back+32, rep.Corrupt)
 	}
@@ -319,119 +282,54 @@ func TestGCMarkBesideDestage(t *testing.T) {
 // either. While it is paused between two steps, a write deduplicates onto
 // a garbage chunk the count has already passed (the write path and destage
 // go on: the old sweep held the GC lock and destage mutex through the
-// count), and new chunks are destaged. The garbage chunk is kept, the rest
-// freed, and every pack's live figures are exact.
+// count), new chunks are destaged, and a repair moves a chunk the count
+// has passed. The garbage chunk is kept, the rest freed, and every pack's
+// live figures are exact.
 func TestGCSweepBesideWrites(t *testing.T) {
 	const bs = 4 << 10
-	dir := t.TempDir()
-	if err := Init(dir, InitOptions{BlockSize: bs}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(dir, Options{PackSize: 256 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { s.Close() }()
-	rng := rand.New(rand.NewPCG(13, 14))
+	_, s := open4K(t, Options{PackSize: 256 << 10})
 	a, err := s.CreateVolume()
 	if err != nil {
 		t.Fatal(err)
 	}
 	const n, gone = 512, 200
-	old := make([]byte, n*bs)
-	fillRand(rng, old)
-	if _, err := a.WriteAt(old, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	want := append([]byte(nil), old...)
-	fillRand(rng, want[:gone*bs])
-	if _, err := a.WriteAt(want[:gone*bs], 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	old, want := garbageStore(t, s, a, 13, n, gone)
 
 	defer func(step int) { gcMarkStep = step }(gcMarkStep)
 	gcMarkStep = 256 // the first step: old chunks of blocks 0..199 (garbage) and 200..255
-	paused, resume := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	gcSweepStepDone = func() { once.Do(func() { close(paused); <-resume }) }
-	defer func() { gcSweepStepDone = nil }()
-	type result struct {
-		rep GCReport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		rep, err := s.GC(context.Background(), GCOptions{Threshold: 0.5})
-		done <- result{rep, err}
-	}()
-	select {
-	case <-paused:
-	case r := <-done:
-		t.Fatalf("GC ended before its count paused: %+v %v", r.rep, r.err)
-	}
-	// Block 1's old chunk (within the first step) is garbage
-	// the count has passed; B takes it back, with new data.
+	wait := pauseAt(t, &gcSweepStepDone, func() (GCReport, error) {
+		return s.GC(context.Background(), GCOptions{Threshold: 0.5})
+	})
+	// Block 1's old chunk (within the first step) is garbage the count has
+	// passed; B takes it back, with new data. A repair rewrites block 220's
+	// chunk (live, counted in the first step) into a pack of its own: the
+	// count is stale, and the GC must count again, or the new pack looks
+	// dead and is deleted.
 	b, err := s.CreateVolume()
 	if err != nil {
-		close(resume)
 		t.Fatal(err)
 	}
 	fresh := make([]byte, 32*bs)
-	fillRand(rng, fresh)
+	fillRand(rand.New(rand.NewPCG(14, 14)), fresh)
 	wantB := append(append([]byte(nil), old[bs:2*bs]...), fresh...)
-	// A repair also rewrites block 220's chunk (live, counted in the first
-	// step) into a pack of its own: the count is stale, and the GC must
-	// count again, or the new pack looks dead and is deleted.
-	moved := old[220*bs : 221*bs]
-	busy := make(chan error, 1)
-	go func() {
+	within(t, "writes, destage and a repair beside GC's count", func() error {
 		if _, err := b.WriteAtStable(wantB, 0); err != nil {
-			busy <- err
-			return
+			return err
 		}
 		if err := s.Flush(); err != nil {
-			busy <- err
-			return
+			return err
 		}
-		busy <- rewriteOne(s, moved)
-	}()
-	select {
-	case err := <-busy:
-		if err != nil {
-			close(resume)
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		close(resume)
-		t.Fatal("writes, destage and a repair did not finish while GC counted chunks")
+		return rewriteOne(s, old[220*bs:221*bs])
+	})
+	rep, err := wait()
+	if err != nil {
+		t.Fatal(err)
 	}
-	close(resume)
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if r.rep.ChunksFreed != gone-1 || r.rep.ChunksMarked != n+1+32 {
-		t.Fatalf("GC freed %d chunks and kept %d, want %d and %d", r.rep.ChunksFreed, r.rep.ChunksMarked, gone-1, n+1+32)
+	if rep.ChunksFreed != gone-1 || rep.ChunksMarked != n+1+32 {
+		t.Fatalf("GC freed %d chunks and kept %d, want %d and %d", rep.ChunksFreed, rep.ChunksMarked, gone-1, n+1+32)
 	}
 	checkPackFigures(t, s)
-	for _, c := range []struct {
-		v    *Volume
-		want []byte
-	}{{a, want}, {b, wantB}} {
-		got := make([]byte, len(c.want))
-		if _, err := c.v.ReadAt(got, 0); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, c.want) {
-			t.Fatalf("volume %d reads back wrong", c.v.ID())
-		}
-	}
+	checkVolumes(t, "after GC", []*Volume{a, b}, [][]byte{want, wantB})
 	if rep, err := s.Scrub(context.Background()); err != nil || len(rep.Corrupt) != 0 || rep.ChunksChecked != n+1+32 {
 		t.Fatalf("scrub: %v, %d chunks, corrupt %+v", err, rep.ChunksChecked, rep.Corrupt)
 	}

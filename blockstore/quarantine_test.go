@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // TestQuarantine: once a chunk is found corrupt, new writes of the same
@@ -148,25 +146,10 @@ func TestQuarantineSurvivesRestart(t *testing.T) {
 	if _, err := s.GC(context.Background(), GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if s.isQuarantined(id) || countQuarantine(t, s) != 0 {
+	if s.isQuarantined(id) || bucketLen(t, s, bQuarantine) != 0 {
 		t.Fatalf("chunk %d freed by GC is still quarantined", id)
 	}
 	if rep, err := s.Scrub(context.Background()); err != nil || len(rep.Corrupt) != 0 {
 		t.Fatalf("scrub after GC: %v %+v", err, rep.Corrupt)
 	}
-}
-
-// countQuarantine is the number of entries in bucket quarantine.
-func countQuarantine(t *testing.T, s *Store) int {
-	t.Helper()
-	n := 0
-	if err := s.db.View(func(tx *bolt.Tx) error {
-		if qb := tx.Bucket(bQuarantine); qb != nil {
-			n = qb.Stats().KeyN
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }

@@ -113,16 +113,9 @@ func (s *Store) scrubLocs(from uint64, rep *ScrubReport) ([]chunkLoc, uint64, er
 // scrubRuns verifies locs (sorted by place), reading chunks that lie close
 // together in a pack with one pread.
 func (s *Store) scrubRuns(locs []chunkLoc, rep *ScrubReport) error {
-	const gap = 64 << 10
 	var buf []byte
 	for start := 0; start < len(locs); {
-		end := start + 1
-		lo := locs[start].rec.off
-		hi := lo + int64(chunkHeaderSize+locs[start].rec.n)
-		for end < len(locs) && locs[end].rec.pack == locs[start].rec.pack && locs[end].rec.off <= hi+gap && hi-lo < 8<<20 {
-			hi = max(hi, locs[end].rec.off+int64(chunkHeaderSize+locs[end].rec.n))
-			end++
-		}
+		end, lo, hi := nextRun(locs, start)
 		run := locs[start:end]
 		start = end
 		var errs []error

@@ -222,12 +222,13 @@ type Store struct {
 	chunkMoves atomic.Uint64
 	gcMark     *bitset // non-nil while a GC marks (I7)
 
-	quarMu     sync.Mutex             // guards quarantine and repairing
-	quarantine map[uint64]Fingerprint // corrupt chunks, kept out of dedupe (rule 21)
-	quarNew    []uint64               // quarantined, not yet in bucket quarantine
-	repairing  map[uint64]bool        // corrupt chunks queued or being rewritten (repair.go)
-	repairQ    []repairItem           // good copies to write back
-	repairBusy bool                   // repairLoop is running
+	quarMu      sync.Mutex             // guards quarantine and repairing
+	quarantine  map[uint64]Fingerprint // corrupt chunks, kept out of dedupe (rule 21)
+	quarNew     []uint64               // quarantined, not yet in bucket quarantine
+	quarFailing bool                   // the last persistQuarantine failed
+	repairing   map[uint64]bool        // corrupt chunks queued or being rewritten (repair.go)
+	repairQ     []repairItem           // good copies to write back
+	repairBusy  bool                   // repairLoop is running
 
 	repairer atomic.Pointer[Repairer]
 	repStats struct{ served, rewritten, failed atomic.Int64 }
